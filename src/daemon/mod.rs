@@ -1,1 +1,413 @@
-//! TODO
+//! The driver: feeds the protocol core with packets, link events and time, and carries out the
+//! actions it returns, in order, with sockets and netlink.
+
+mod hooks;
+mod setup;
+mod status;
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context;
+use tokio::net::UnixListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::Config;
+use crate::control::{self, Request, Response};
+use crate::net::announce::Announcer;
+use crate::net::socket::{RxPacket, VrrpSocket};
+use crate::netlink::{LinkMonitorEvent, Netlink};
+use crate::proto::engine::{Action, Engine, NotifyTarget};
+use crate::proto::packet::{Advert, VRRP_MCAST_V4, VRRP_MCAST_V6};
+use crate::proto::router::State;
+use crate::proto::{ChecksumForm, Family};
+
+use hooks::{HookJob, HookWorker};
+use setup::GroupRuntime;
+
+/// Drops that cannot be put on a group: the packet names a VRID nobody here runs, or is too
+/// broken to name one.
+pub const UNKNOWN_VRID: &str = "unknown-vrid";
+
+enum Event {
+    Packet { socket: usize, packet: RxPacket },
+    Control { request: Request, reply: oneshot::Sender<Response> },
+}
+
+pub struct Daemon {
+    config: Config,
+    engine: Engine,
+    netlink: Netlink,
+    groups: Vec<GroupRuntime>,
+    sockets: Vec<SocketRuntime>,
+    announcers: Vec<Announcer>,
+    hooks: Option<HookWorker>,
+    /// Link state by interface name: own interfaces and tracked ones.
+    links: std::collections::HashMap<String, bool>,
+    /// Drops not attributable to a configured group, by reason.
+    unattributed_drops: std::collections::BTreeMap<&'static str, u64>,
+    started_at: SystemTime,
+}
+
+struct SocketRuntime {
+    socket: std::sync::Arc<VrrpSocket>,
+    family: Family,
+    ifname: String,
+}
+
+/// Runs the daemon until SIGTERM or SIGINT, then shuts down cleanly.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+
+    let netlink = Netlink::new().context("opening rtnetlink")?;
+    // Subscribe to link events before reading link state, so no change falls between the two.
+    let mut link_events = crate::netlink::link_monitor().context("subscribing to link events")?;
+    let resolved = setup::resolve(&config, &netlink).await?;
+
+    let (events_tx, mut events) = mpsc::channel::<Event>(1024);
+    let listener = bind_control_socket(&config.daemon.socket)?;
+    spawn_control_server(listener, events_tx.clone());
+
+    let mut daemon = Daemon {
+        engine: Engine::new(resolved.specs, resolved.sync_groups),
+        netlink,
+        groups: resolved.groups,
+        sockets: Vec::new(),
+        announcers: Vec::new(),
+        hooks: Some(HookWorker::spawn()),
+        links: resolved.links,
+        unattributed_drops: Default::default(),
+        started_at: SystemTime::now(),
+        config,
+    };
+    daemon.remove_stale_addresses().await;
+    daemon.open_io(&resolved.sockets, &events_tx)?;
+    drop(events_tx);
+
+    let now = Instant::now();
+    for g in 0..daemon.groups.len() {
+        let up = daemon.group_links_up(g);
+        daemon.engine.handle_link(now, g, up);
+    }
+    daemon.engine.start(now);
+    daemon.execute_actions().await;
+    tracing::info!(groups = daemon.groups.len(), "vrrpd running");
+
+    loop {
+        let deadline = daemon.engine.poll_timeout();
+        tokio::select! {
+            _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break }
+            _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break }
+            Some(event) = events.recv() => match event {
+                Event::Packet { socket, packet } => daemon.handle_packet(socket, packet),
+                Event::Control { request, reply } => { let _ = reply.send(daemon.answer(&request)); }
+            },
+            Some(event) = link_events.recv() => daemon.handle_link_event(event).await,
+            _ = sleep_until(deadline), if deadline.is_some() => {
+                daemon.engine.handle_timeout(Instant::now());
+            }
+        }
+        daemon.execute_actions().await;
+    }
+    daemon.shutdown().await;
+    Ok(())
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    if let Some(d) = deadline {
+        tokio::time::sleep_until(d.into()).await;
+    }
+}
+
+fn bind_control_socket(path: &std::path::Path) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    // A socket left by a killed daemon: only remove it when nobody answers on it.
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            anyhow::bail!("another vrrpd is already answering on {}", path.display());
+        }
+        std::fs::remove_file(path).with_context(|| format!("removing stale socket {}", path.display()))?;
+    }
+    UnixListener::bind(path).with_context(|| format!("binding control socket {}", path.display()))
+}
+
+fn spawn_control_server(listener: UnixListener, events: mpsc::Sender<Event>) {
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { continue };
+            let events = events.clone();
+            tokio::spawn(async move {
+                let request = match control::read_frame::<Request>(&mut stream, control::MAX_REQUEST).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = control::write_frame(&mut stream, &Response::Error(e.to_string())).await;
+                        return;
+                    }
+                };
+                let (reply, answer) = oneshot::channel();
+                if events.send(Event::Control { request, reply }).await.is_err() {
+                    return;
+                }
+                if let Ok(response) = answer.await {
+                    let _ = control::write_frame(&mut stream, &response).await;
+                }
+            });
+        }
+    });
+}
+
+impl Daemon {
+    fn group_links_up(&self, g: usize) -> bool {
+        let cfg = &self.groups[g].config;
+        std::iter::once(&cfg.interface)
+            .chain(&cfg.track_interfaces)
+            .all(|name| self.links.get(name).copied().unwrap_or(false))
+    }
+
+    /// A daemon killed with SIGKILL leaves its addresses behind: nobody is MASTER at start, so
+    /// every virtual address found on our links is stale.
+    async fn remove_stale_addresses(&self) {
+        for g in &self.groups {
+            let present = self.netlink.addresses(g.vip_link).await.unwrap_or_default();
+            for addr in &g.config.addresses {
+                if present.contains(addr) {
+                    tracing::warn!(group = %g.config.name, %addr, link = %g.vip_link_name, "removing stale virtual address");
+                    if let Err(e) = self.netlink.del_address(g.vip_link, *addr).await {
+                        tracing::error!(group = %g.config.name, %addr, "could not remove stale address: {e}");
+                    }
+                }
+            }
+        }
+    }
+
+    fn open_io(&mut self, sockets: &[setup::SocketSpec], events: &mpsc::Sender<Event>) -> anyhow::Result<()> {
+        for (idx, spec) in sockets.iter().enumerate() {
+            let socket = VrrpSocket::open(&spec.ifname, spec.ifindex, spec.family, spec.source)
+                .with_context(|| format!("opening the {} VRRP socket on {}", spec.family, spec.ifname))?;
+            let socket = std::sync::Arc::new(socket);
+            let reader = socket.clone();
+            let events = events.clone();
+            tokio::spawn(async move {
+                loop {
+                    match reader.recv().await {
+                        Ok(packet) => {
+                            if events.send(Event::Packet { socket: idx, packet }).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!("VRRP socket receive: {e}");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+            });
+            self.sockets.push(SocketRuntime { socket, family: spec.family, ifname: spec.ifname.clone() });
+        }
+        for g in &mut self.groups {
+            g.announcer = self.announcers.len();
+            let a = Announcer::open(g.vip_link).with_context(|| format!("opening a packet socket on {}", g.vip_link_name))?;
+            self.announcers.push(a);
+        }
+        Ok(())
+    }
+
+    fn handle_packet(&mut self, socket: usize, packet: RxPacket) {
+        let family = self.sockets[socket].family;
+        let now = Instant::now();
+        let decoded = match (family, packet.destination, packet.source) {
+            (Family::Ipv4, _, _) => Advert::decode_ipv4(&packet.data)
+                .map_err(|e| (e, Advert::peek_vrid_ipv4(&packet.data))),
+            (Family::Ipv6, IpAddr::V6(dst), IpAddr::V6(src)) => Advert::decode_ipv6(&packet.data, src, dst, packet.hop_limit)
+                .map_err(|e| (e, Advert::peek_vrid_ipv6(&packet.data))),
+            (Family::Ipv6, _, _) => return,
+        };
+        let group_of = |vrid: u8| self.groups.iter().position(|g| g.socket == socket && g.config.vrid == vrid);
+        match decoded {
+            Ok(rx) => match group_of(rx.advert.vrid) {
+                Some(g) => self.engine.handle_advert(now, g, &rx),
+                None => *self.unattributed_drops.entry(UNKNOWN_VRID).or_default() += 1,
+            },
+            Err((err, vrid)) => {
+                tracing::debug!(socket = %self.sockets[socket].ifname, source = %packet.source, "dropped VRRP packet: {err}");
+                match vrid.and_then(group_of) {
+                    Some(g) => self.engine.count_invalid(g, err.reason()),
+                    None => *self.unattributed_drops.entry(err.reason()).or_default() += 1,
+                }
+            }
+        }
+    }
+
+    async fn handle_link_event(&mut self, event: LinkMonitorEvent) {
+        match event {
+            LinkMonitorEvent::Link(info) => {
+                let Some(known) = self.links.get_mut(&info.name) else { return };
+                if *known == info.up {
+                    return;
+                }
+                *known = info.up;
+                tracing::info!(link = %info.name, up = info.up, "link state changed");
+            }
+            LinkMonitorEvent::Deleted { name, .. } => {
+                let Some(known) = self.links.get_mut(&name) else { return };
+                *known = false;
+                tracing::warn!(link = %name, "link deleted");
+            }
+            LinkMonitorEvent::Resync => {
+                tracing::warn!("link monitor overran: re-reading every link");
+                let names: Vec<String> = self.links.keys().cloned().collect();
+                for name in names {
+                    let up = self.netlink.link_by_name(&name).await.map(|l| l.up).unwrap_or(false);
+                    self.links.insert(name, up);
+                }
+            }
+        }
+        let now = Instant::now();
+        for g in 0..self.groups.len() {
+            let up = self.group_links_up(g);
+            self.engine.handle_link(now, g, up);
+        }
+    }
+
+    /// Carries out the core's actions in the order it gave them.
+    async fn execute_actions(&mut self) {
+        while let Some(action) = self.engine.poll_action() {
+            match action {
+                Action::Transition { group, from, to, reason } => {
+                    let g = &mut self.groups[group];
+                    tracing::info!(group = %g.config.name, vrid = g.config.vrid, %from, %to, %reason, "state transition");
+                    g.last_transition = Some(SystemTime::now());
+                    g.last_reason = Some(reason.to_string());
+                }
+                Action::AddAddresses { group } => self.set_addresses(group, true).await,
+                Action::RemoveAddresses { group } => self.set_addresses(group, false).await,
+                Action::SendAdvert { group, advert } => self.send_advert(group, &advert).await,
+                Action::Announce { group } => self.announce(group),
+                Action::Notify { target, state, reason } => self.notify(target, state, &reason),
+            }
+        }
+    }
+
+    async fn set_addresses(&self, group: usize, add: bool) {
+        let g = &self.groups[group];
+        for addr in &g.config.addresses {
+            let result = if add {
+                self.netlink.add_address(g.vip_link, *addr).await
+            } else {
+                self.netlink.del_address(g.vip_link, *addr).await
+            };
+            if let Err(e) = result {
+                let verb = if add { "add" } else { "remove" };
+                tracing::error!(group = %g.config.name, %addr, link = %g.vip_link_name, "could not {verb} virtual address: {e}");
+            }
+        }
+    }
+
+    async fn send_advert(&self, group: usize, advert: &Advert) {
+        let g = &self.groups[group];
+        let sock = &self.sockets[g.socket];
+        let form = self.config.daemon.checksum;
+        let destinations: Vec<IpAddr> = if g.config.peer_addresses.is_empty() {
+            vec![match sock.family {
+                Family::Ipv4 => IpAddr::V4(VRRP_MCAST_V4),
+                Family::Ipv6 => IpAddr::V6(VRRP_MCAST_V6),
+            }]
+        } else {
+            g.config.peer_addresses.clone()
+        };
+        let source = self.engine.router(group).params().primary_address;
+        for dst in destinations {
+            let mut buf = Vec::with_capacity(advert.buffer_len());
+            // IPv6 always uses the pseudo-header; the form only chooses IPv4's.
+            let form = if sock.family == Family::Ipv6 { ChecksumForm::PseudoHeader } else { form };
+            if let Err(e) = advert.encode(source, dst, form, &mut buf) {
+                tracing::error!(group = %g.config.name, "cannot encode advert: {e}");
+                return;
+            }
+            if let Err(e) = sock.socket.send_to(&buf, dst).await {
+                tracing::warn!(group = %g.config.name, %dst, "advert not sent: {e}");
+            }
+        }
+    }
+
+    fn announce(&self, group: usize) {
+        let g = &self.groups[group];
+        let announcer = &self.announcers[g.announcer];
+        for addr in &g.config.addresses {
+            let result = match addr.addr() {
+                IpAddr::V4(ip) => announcer.gratuitous_arp(g.mac, ip),
+                IpAddr::V6(ip) => match g.link_local {
+                    Some(src) => announcer.unsolicited_na(g.mac, src, ip),
+                    None => continue,
+                },
+            };
+            if let Err(e) = result {
+                tracing::warn!(group = %g.config.name, %addr, "gratuitous ARP / NA not sent: {e}");
+            }
+        }
+    }
+
+    fn notify(&self, target: NotifyTarget, state: crate::proto::engine::NotifyState, reason: &crate::proto::router::Reason) {
+        let (name, script) = match target {
+            NotifyTarget::SyncGroup(s) => {
+                let name = &self.engine.sync_groups()[s].name;
+                tracing::info!(sync_group = %name, state = state.as_str(), %reason, "sync group transition");
+                let scripts = self.config.sync_groups.iter().find(|sg| &sg.name == name).map(|sg| &sg.scripts);
+                let script = scripts.and_then(|s| match state {
+                    crate::proto::engine::NotifyState::Master => s.master.clone(),
+                    crate::proto::engine::NotifyState::Backup => s.backup.clone(),
+                    crate::proto::engine::NotifyState::Fault => s.fault.clone(),
+                    crate::proto::engine::NotifyState::Stop => s.stop.clone(),
+                });
+                (name.clone(), script)
+            }
+            NotifyTarget::Group(g) => (self.groups[g].config.name.clone(), None),
+        };
+        if let (Some(script), Some(hooks)) = (script, &self.hooks) {
+            hooks.submit(HookJob {
+                script,
+                args: vec![state.as_str().to_string(), name.clone()],
+                env: vec![
+                    ("VRRPD_STATE".into(), state.as_str().into()),
+                    ("VRRPD_NAME".into(), name),
+                    ("VRRPD_REASON".into(), reason.to_string()),
+                ],
+            });
+        }
+    }
+
+    fn answer(&self, request: &Request) -> Response {
+        match request {
+            Request::ShowGroups => Response::Groups(status::groups(self)),
+            Request::ShowSync => Response::Error("conntrack-sync is not running in this daemon".into()),
+        }
+    }
+
+    async fn shutdown(mut self) {
+        let now = Instant::now();
+        self.engine.shutdown(now);
+        self.execute_actions().await;
+        // Belt and braces: whatever state we were in, leave no virtual address behind.
+        for g in 0..self.groups.len() {
+            self.set_addresses(g, false).await;
+        }
+        for g in &self.groups {
+            if g.config.vmac {
+                if let Err(e) = self.netlink.delete_link(g.vip_link).await {
+                    tracing::warn!(link = %g.vip_link_name, "could not delete the vmac link: {e}");
+                }
+            }
+        }
+        if let Some(hooks) = self.hooks.take() {
+            hooks.finish(Duration::from_secs(10)).await;
+        }
+        let _ = std::fs::remove_file(&self.config.daemon.socket);
+        let states: Vec<_> = self.engine.routers().iter().map(|r| r.state()).collect();
+        debug_assert!(states.iter().all(|s| *s == State::Init));
+        tracing::info!("vrrpd stopped");
+    }
+}

@@ -3,7 +3,9 @@
 //! Nothing here reads a clock, opens a socket or touches netlink: the driver feeds inputs with
 //! the current time and executes the actions the core returns.
 
+pub mod engine;
 pub mod packet;
+pub mod router;
 pub mod time;
 
 use serde::{Deserialize, Serialize};
@@ -44,3 +46,6 @@ pub enum ChecksumForm {
     PseudoHeader,
     Rfc9568,
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,89 @@
+//! Renderings of daemon status for people (tables) and for Prometheus.
+
+use std::fmt::Write;
+
+use super::GroupStatus;
+
+/// The `vrrpd show groups` table.
+pub fn groups_table(groups: &[GroupStatus]) -> String {
+    let header = ["GROUP", "INTERFACE", "VRID", "FAMILY", "STATE", "PRIO", "MASTER", "ADVERT", "SYNC-GROUP", "SINCE", "ADDRESSES"];
+    let rows: Vec<[String; 11]> = groups
+        .iter()
+        .map(|g| {
+            [
+                g.name.clone(),
+                g.interface.clone(),
+                g.vrid.to_string(),
+                g.family.clone(),
+                g.state.clone(),
+                if g.effective_priority == g.priority {
+                    g.priority.to_string()
+                } else {
+                    format!("{}/{}", g.effective_priority, g.priority)
+                },
+                g.master_address.clone().unwrap_or_else(|| "-".into()),
+                format!("{}ms", g.master_advertise_interval_ms),
+                g.sync_group.clone().unwrap_or_else(|| "-".into()),
+                g.last_transition.clone(),
+                g.addresses.join(","),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut l = String::new();
+        for (i, (cell, w)) in cells.zip(widths).enumerate() {
+            if i + 1 == widths.len() {
+                l.push_str(cell);
+            } else {
+                let _ = write!(l, "{cell:<w$}  ");
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(&mut header.iter().copied());
+    for row in &rows {
+        line(&mut row.iter().map(String::as_str));
+    }
+    out
+}
+
+/// Prometheus text exposition of the group counters.
+pub fn prometheus(groups: &[GroupStatus]) -> String {
+    let mut out = String::new();
+    let states = ["INIT", "BACKUP", "MASTER", "FAULT"];
+    out.push_str("# HELP vrrpd_group_state 1 for the state the group is in.\n# TYPE vrrpd_group_state gauge\n");
+    for g in groups {
+        for s in states {
+            let v = u8::from(g.state == s);
+            let _ = writeln!(out, "vrrpd_group_state{{group=\"{}\",state=\"{s}\"}} {v}", g.name);
+        }
+    }
+    let counters: [(&str, fn(&GroupStatus) -> u64); 5] = [
+        ("vrrpd_adverts_rx_total", |g| g.stats.adverts_rx),
+        ("vrrpd_adverts_tx_total", |g| g.stats.adverts_tx),
+        ("vrrpd_priority_zero_rx_total", |g| g.stats.priority_zero_rx),
+        ("vrrpd_priority_zero_tx_total", |g| g.stats.priority_zero_tx),
+        ("vrrpd_transitions_total", |g| g.transitions),
+    ];
+    for (name, get) in counters {
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for g in groups {
+            let _ = writeln!(out, "{name}{{group=\"{}\"}} {}", g.name, get(g));
+        }
+    }
+    out.push_str("# TYPE vrrpd_invalid_rx_total counter\n");
+    for g in groups {
+        for (reason, n) in &g.stats.invalid_rx_by_reason {
+            let _ = writeln!(out, "vrrpd_invalid_rx_total{{group=\"{}\",reason=\"{reason}\"}} {n}", g.name);
+        }
+    }
+    out
+}
