@@ -7,7 +7,6 @@ use clap::{Parser, Subcommand};
 use vrrpd::control::{self, Request, Response, render};
 
 const DEFAULT_CONFIG: &str = "/etc/vrrpd/vrrpd.toml";
-const DEFAULT_SOCKET: &str = "/run/vrrpd/vrrpd.sock";
 
 #[derive(Parser)]
 #[command(name = "vrrpd", version, about = "VRRPv3 daemon for paired Linux edge routers")]
@@ -77,6 +76,7 @@ fn run(path: &Path) -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("VRRPD_LOG").unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let config = match vrrpd::config::load(path) {
         Ok(c) => c,
@@ -102,11 +102,10 @@ fn run(path: &Path) -> ExitCode {
     }
 }
 
-/// `-s` wins; else the `daemon.socket` of the default config file; else the default path.
+/// `-s` wins; else the `daemon.socket` of the default config file (read even when the rest of
+/// the file is invalid); else the default path.
 fn socket_path(explicit: Option<PathBuf>) -> PathBuf {
-    explicit
-        .or_else(|| vrrpd::config::load(Path::new(DEFAULT_CONFIG)).ok().map(|c| c.daemon.socket))
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
+    explicit.unwrap_or_else(|| vrrpd::config::control_socket(Path::new(DEFAULT_CONFIG)))
 }
 
 fn show(what: ShowWhat) -> ExitCode {

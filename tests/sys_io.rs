@@ -22,7 +22,7 @@ use pnet_packet::icmpv6::{Icmpv6Packet, Icmpv6Types};
 use pnet_packet::ipv6::Ipv6Packet;
 use socket2::{Domain, Protocol, SockAddr, SockAddrStorage, Socket, Type};
 use tokio::time::timeout;
-use vrrpd::net::{Announcer, VRRP_GROUP_V4, VRRP_GROUP_V6, VrrpSocket};
+use vrrpd::net::{Announcer, SocketError, VRRP_GROUP_V4, VRRP_GROUP_V6, VrrpSocket};
 use vrrpd::net::{build_gratuitous_arp, build_unsolicited_na};
 use vrrpd::netlink::{
     LinkMonitorEvent, Netlink, NetlinkError, get_sysctl, link_monitor, monitor::link_monitor_with,
@@ -218,7 +218,7 @@ async fn eventually<T, Fut: Future<Output = Option<T>>>(
     }
 }
 
-/// The usable link-local address of `name` (waits out DAD).
+/// The usable link-local address of link `index` (waits out DAD).
 async fn link_local(nl: &Netlink, index: u32) -> Ipv6Addr {
     eventually(
         Duration::from_secs(10),
@@ -243,6 +243,9 @@ fn vrrp_socket_v4_multicast_and_unicast() {
     let ns_b = Netns::new();
     ns_a.veth_to("va", &ns_b, "vb");
     ns_a.veth_to("xa", &ns_b, "xb");
+    // 192.0.2.50 is va's primary: the kernel's own choice of source, which the socket's
+    // configured source (192.0.2.1, a secondary) must override.
+    ns_a.ip("addr add 192.0.2.50/24 dev va");
     ns_a.ip("addr add 192.0.2.1/24 dev va");
     ns_b.ip("addr add 192.0.2.2/24 dev vb");
     ns_a.ip("addr add 198.51.100.1/24 dev xa");
@@ -254,7 +257,15 @@ fn vrrp_socket_v4_multicast_and_unicast() {
         let nl_b = Netlink::new().unwrap();
         let vb = nl_b.link_by_name("vb").await.unwrap();
         let xb = nl_b.link_by_name("xb").await.unwrap();
-        let b = VrrpSocket::open("vb", vb.index, Family::Ipv4, None).unwrap();
+        // With a source set, the socket still receives multicast (a bound IPv4 raw socket
+        // would not).
+        let b = VrrpSocket::open(
+            "vb",
+            vb.index,
+            Family::Ipv4,
+            Some("192.0.2.2".parse().unwrap()),
+        )
+        .unwrap();
         let bx = VrrpSocket::open("xb", xb.index, Family::Ipv4, None).unwrap();
         enter_netns(&path_a);
         let nl_a = Netlink::new().unwrap();
@@ -297,6 +308,27 @@ fn vrrp_socket_v4_multicast_and_unicast() {
         assert_eq!(rx.destination, "192.0.2.2".parse::<IpAddr>().unwrap());
         assert_eq!(rx.hop_limit, 255);
         assert_eq!(&rx.data[ihl..], &payload);
+
+        // Without a configured source the kernel picks the primary; the source can be changed
+        // on an open socket; a source that is not ours is refused by the kernel on send.
+        a.set_source(None).unwrap();
+        a.send_to(&payload, IpAddr::V4(VRRP_GROUP_V4))
+            .await
+            .unwrap();
+        let rx = timeout(WAIT, b.recv()).await.expect("advert").unwrap();
+        assert_eq!(rx.source, IpAddr::V4(Ipv4Addr::new(192, 0, 2, 50)));
+        assert!(a.set_source(Some(IpAddr::V6(Ipv6Addr::LOCALHOST))).is_err());
+        a.set_source(Some("203.0.113.9".parse().unwrap())).unwrap();
+        let e = a
+            .send_to(&payload, IpAddr::V4(VRRP_GROUP_V4))
+            .await
+            .expect_err("foreign source");
+        // The kernel answers ENETUNREACH: no route from an address that is not ours.
+        assert!(
+            matches!(&e, SocketError::Send { source, .. } if source.raw_os_error().is_some()),
+            "{e}"
+        );
+        a.set_source(Some("192.0.2.1".parse().unwrap())).unwrap();
 
         // Multicast arriving on xb reaches the socket bound to xb and not the one bound to
         // vb (SO_BINDTODEVICE, IP_MULTICAST_ALL off); the sender does not hear itself.
@@ -358,6 +390,22 @@ fn vrrp_socket_v6_multicast_and_unicast() {
         assert_eq!(rx.destination, IpAddr::V6(VRRP_GROUP_V6));
         assert_eq!(rx.hop_limit, 255);
         assert_eq!(rx.data, payload, "IPv6 delivers the VRRP message only");
+
+        // Unicast to the peer's global address still leaves from the configured link-local
+        // source (the kernel would pick the global), and reaches a socket whose source is
+        // the peer's link-local.
+        let g_a: IpNet = "2001:db8::1/64".parse().unwrap();
+        let g_b: IpNet = "2001:db8::2/64".parse().unwrap();
+        nl.add_address(va.index, g_a).await.unwrap();
+        nl.add_address(vb.index, g_b).await.unwrap();
+        a.send_to(&payload, g_b.addr()).await.unwrap();
+        let rx = timeout(WAIT, b.recv())
+            .await
+            .expect("unicast advert to a global")
+            .unwrap();
+        assert_eq!(rx.source, IpAddr::V6(ll_a));
+        assert_eq!(rx.destination, g_b.addr());
+        assert_eq!(rx.hop_limit, 255);
 
         // Unicast to the peer's link-local (needs the scope id).
         b.send_to(&payload, IpAddr::V6(ll_a)).await.unwrap();

@@ -408,7 +408,7 @@ fn advertise_interval() {
 fn durations_need_a_unit() {
     one_error(
         &group_with("advertise-interval = 1"),
-        "group.a.advertise-interval: a duration needs a unit: write e.g. \"1s\" or \"1ms\"",
+        "group.a.advertise-interval: a duration needs a unit: write e.g. \"1s\" or \"1ms\", got 1",
     );
     one_error(
         &group_with("preempt-delay = \"30\""),

@@ -242,11 +242,11 @@ pub(super) fn duration(errs: &mut Errors, path: &str, v: &Value) -> Option<Durat
     let s = match v {
         Value::String(s) => s.as_str(),
         Value::Integer(n) => {
-            errs.push(path, unit_needed(&n.to_string()));
+            errs.push(path, format!("{}, got {n}", unit_needed(&n.to_string())));
             return None;
         }
         Value::Float(x) => {
-            errs.push(path, unit_needed(&x.to_string()));
+            errs.push(path, format!("{}, got {x}", unit_needed(&x.to_string())));
             return None;
         }
         other => {

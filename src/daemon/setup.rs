@@ -77,27 +77,27 @@ pub async fn resolve(config: &Config, netlink: &Netlink) -> anyhow::Result<Resol
             links.insert(tracked.clone(), up);
         }
 
-        let own = netlink.addresses(link.index).await.with_context(|| format!("reading the addresses of {}", cfg.interface))?;
-        let link_local = own.iter().find_map(|a| match a.addr() {
-            IpAddr::V6(v6) if v6.is_unicast_link_local() => Some(v6),
-            _ => None,
-        });
-        let primary = match cfg.hello_source_address {
-            Some(a) => a,
-            None => match cfg.family {
-                // The primary address is the interface's own, never one of the virtual ones.
-                Family::Ipv4 => own
-                    .iter()
-                    .map(|a| a.addr())
-                    .find(|a| a.is_ipv4() && !cfg.addresses.iter().any(|v| v.addr() == *a))
+        // The primary address is the interface's own, never a virtual one; IPv6 adverts and NAs
+        // come from its link-local address (RFC 5798 §5.1.2.1), once DAD has finished with it.
+        let vips: Vec<IpAddr> = cfg.addresses.iter().map(|a| a.addr()).collect();
+        let link_local = netlink
+            .link_local_ipv6(link.index, &vips)
+            .await
+            .with_context(|| format!("reading the addresses of {}", cfg.interface))?;
+        let primary = match (cfg.hello_source_address, cfg.family) {
+            (Some(a), _) => a,
+            (None, Family::Ipv4) => IpAddr::V4(
+                netlink
+                    .primary_ipv4(link.index, &vips)
+                    .await
+                    .with_context(|| format!("reading the addresses of {}", cfg.interface))?
                     .with_context(|| {
                         format!("group.{}: {} has no IPv4 address to send adverts from; set hello-source-address", cfg.name, cfg.interface)
                     })?,
-                // RFC 5798 §5.1.2.1: IPv6 adverts come from the interface's link-local address.
-                Family::Ipv6 => IpAddr::V6(link_local.with_context(|| {
-                    format!("group.{}: {} has no IPv6 link-local address to send adverts from", cfg.name, cfg.interface)
-                })?),
-            },
+            ),
+            (None, Family::Ipv6) => IpAddr::V6(link_local.with_context(|| {
+                format!("group.{}: {} has no usable IPv6 link-local address to send adverts from", cfg.name, cfg.interface)
+            })?),
         };
 
         let (vip_link, vip_link_name, mac) = if cfg.vmac {
@@ -124,7 +124,8 @@ pub async fn resolve(config: &Config, netlink: &Netlink) -> anyhow::Result<Resol
                     ifname: cfg.interface.clone(),
                     ifindex: link.index,
                     family: cfg.family,
-                    source: cfg.hello_source_address.or((cfg.family == Family::Ipv6).then_some(primary)),
+                    // Pinned: the checksum pseudo-header must name the address the packet really leaves from.
+                    source: Some(primary),
                 });
                 sockets.len() - 1
             }

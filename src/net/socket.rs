@@ -16,16 +16,24 @@
 //! On send the kernel builds the IP header (no `IP_HDRINCL`); the TTL / hop limit is 255 for
 //! multicast and unicast alike (RFC 5798 §5.1.1.3), and `IPV6_CHECKSUM` is left off because the
 //! codec computes the VRRP checksum itself.
+//!
+//! The source address is chosen per packet with an `IP_PKTINFO` / `IPV6_PKTINFO` control
+//! message, not by `bind`: an IPv4 raw socket bound to a unicast address only receives
+//! packets *destined* to that address, so it would never see an advert sent to 224.0.0.18
+//! (and a bound IPv6 socket would miss unicast adverts sent to the interface's other
+//! addresses).
 
 use std::io;
 use std::mem;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
+use std::sync::Mutex;
 
 use nix::sys::socket::{
-    ControlMessageOwned, MsgFlags, SockaddrIn, SockaddrIn6, recvmsg, setsockopt, sockopt,
+    ControlMessage, ControlMessageOwned, MsgFlags, SockaddrIn, SockaddrIn6, recvmsg, sendmsg,
+    setsockopt, sockopt,
 };
-use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, Socket, Type};
+use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
 use tokio::io::unix::AsyncFd;
 
 use crate::proto::Family;
@@ -118,6 +126,7 @@ pub struct VrrpSocket {
     ifname: String,
     ifindex: u32,
     family: Family,
+    source: Mutex<Option<IpAddr>>,
 }
 
 impl VrrpSocket {
@@ -127,9 +136,13 @@ impl VrrpSocket {
     /// `IP(V6)_MULTICAST_ALL` off (only the groups this socket joined), and for IPv6
     /// `IPV6_RECVHOPLIMIT` and `IPV6_RECVPKTINFO` on. Non-blocking and close-on-exec.
     ///
-    /// `source`: if given, the socket is bound to it so adverts leave from that address (an
-    /// IPv6 link-local address gets `ifindex` as its scope). The address must be assigned and,
-    /// for IPv6, no longer tentative (the kernel refuses to bind to a tentative address).
+    /// `source`: if given, adverts leave from that address (see [`set_source`]). It is set per
+    /// packet with `IP_PKTINFO` / `IPV6_PKTINFO` rather than bound, so the socket still
+    /// receives multicast and unicast to any of the interface's addresses. The kernel checks
+    /// it on each send: it must be assigned to the host and, for IPv6, not tentative
+    /// (otherwise `send_to` fails, e.g. `ENETUNREACH` for IPv4, `EINVAL` for IPv6).
+    ///
+    /// [`set_source`]: VrrpSocket::set_source
     ///
     /// Must be called from within a tokio runtime with I/O enabled.
     pub fn open(
@@ -229,16 +242,6 @@ impl VrrpSocket {
             }
         }
 
-        if let Some(address) = source {
-            let local: SockAddr = match address {
-                IpAddr::V4(a) => SocketAddrV4::new(a, 0).into(),
-                IpAddr::V6(a) => SocketAddrV6::new(a, 0, 0, scope_for(&a, ifindex)).into(),
-            };
-            socket
-                .bind(&local)
-                .map_err(fail("binding to the source address"))?;
-        }
-
         // SAFETY: `Socket` owns its descriptor, keeps it open until it is dropped and always
         // returns that same descriptor from `as_raw_fd`.
         let fd = unsafe { AsyncFd::register(socket) }
@@ -248,7 +251,30 @@ impl VrrpSocket {
             ifname: ifname.to_owned(),
             ifindex,
             family,
+            source: Mutex::new(source),
         })
+    }
+
+    /// Changes the source address of the adverts sent from now on (`None`: let the kernel
+    /// choose). Use it when the interface's primary or link-local address changes, or once
+    /// the link-local address has left the tentative state.
+    pub fn set_source(&self, source: Option<IpAddr>) -> Result<(), SocketError> {
+        if let Some(address) = source
+            && Family::of(&address) != self.family
+        {
+            return Err(SocketError::SourceFamily {
+                ifname: self.ifname.clone(),
+                family: self.family,
+                address,
+            });
+        }
+        *self.source.lock().unwrap_or_else(|p| p.into_inner()) = source;
+        Ok(())
+    }
+
+    /// The source address adverts are sent from, if one was chosen.
+    pub fn source(&self) -> Option<IpAddr> {
+        *self.source.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The interface this socket is bound to.
@@ -290,21 +316,19 @@ impl VrrpSocket {
         }
     }
 
-    /// Sends `payload` (a VRRP message) to `destination`; the kernel adds the IP header.
+    /// Sends `payload` (a VRRP message) to `destination` from the [`source`] address; the
+    /// kernel adds the IP header.
+    ///
+    /// [`source`]: VrrpSocket::source
     pub async fn send_to(&self, payload: &[u8], destination: IpAddr) -> Result<(), SocketError> {
-        let address: SockAddr = match (self.family, destination) {
-            (Family::Ipv4, IpAddr::V4(a)) => SocketAddrV4::new(a, 0).into(),
-            (Family::Ipv6, IpAddr::V6(a)) => {
-                SocketAddrV6::new(a, 0, 0, scope_for(&a, self.ifindex)).into()
-            }
-            _ => {
-                return Err(SocketError::DestinationFamily {
-                    ifname: self.ifname.clone(),
-                    family: self.family,
-                    destination,
-                });
-            }
-        };
+        if Family::of(&destination) != self.family {
+            return Err(SocketError::DestinationFamily {
+                ifname: self.ifname.clone(),
+                family: self.family,
+                destination,
+            });
+        }
+        let source = self.source();
         let fail = |source: io::Error| SocketError::Send {
             ifname: self.ifname.clone(),
             destination,
@@ -313,7 +337,9 @@ impl VrrpSocket {
         };
         loop {
             let mut guard = self.fd.writable().await.map_err(fail)?;
-            match guard.try_io(|inner| inner.get_ref().send_to(payload, &address)) {
+            match guard.try_io(|inner| {
+                send_one(inner.get_ref(), payload, destination, source, self.ifindex)
+            }) {
                 Ok(Ok(sent)) if sent == payload.len() => return Ok(()),
                 Ok(Ok(sent)) => {
                     return Err(fail(io::Error::new(
@@ -335,6 +361,67 @@ impl VrrpSocket {
             source,
         }
     }
+}
+
+/// One `sendmsg`, with a pktinfo control message when a source address is set.
+fn send_one(
+    socket: &Socket,
+    payload: &[u8],
+    destination: IpAddr,
+    source: Option<IpAddr>,
+    ifindex: u32,
+) -> io::Result<usize> {
+    let iov = [io::IoSlice::new(payload)];
+    let fd = socket.as_raw_fd();
+    let flags = MsgFlags::empty();
+    match destination {
+        IpAddr::V4(d) => {
+            let to = SockaddrIn::from(SocketAddrV4::new(d, 0));
+            let info = match source {
+                Some(IpAddr::V4(s)) => Some(libc::in_pktinfo {
+                    ipi_ifindex: i32::try_from(ifindex).unwrap_or(0),
+                    ipi_spec_dst: libc::in_addr {
+                        s_addr: u32::from(s).to_be(),
+                    },
+                    ipi_addr: libc::in_addr { s_addr: 0 },
+                }),
+                _ => None,
+            };
+            match &info {
+                Some(info) => sendmsg(
+                    fd,
+                    &iov,
+                    &[ControlMessage::Ipv4PacketInfo(info)],
+                    flags,
+                    Some(&to),
+                ),
+                None => sendmsg(fd, &iov, &[], flags, Some(&to)),
+            }
+        }
+        IpAddr::V6(d) => {
+            let to = SockaddrIn6::from(SocketAddrV6::new(d, 0, 0, scope_for(&d, ifindex)));
+            let info = match source {
+                Some(IpAddr::V6(s)) => Some(libc::in6_pktinfo {
+                    ipi6_addr: libc::in6_addr {
+                        s6_addr: s.octets(),
+                    },
+                    ipi6_ifindex: ifindex,
+                }),
+                _ => None,
+            };
+            match &info {
+                Some(info) => sendmsg(
+                    fd,
+                    &iov,
+                    &[ControlMessage::Ipv6PacketInfo(info)],
+                    flags,
+                    Some(&to),
+                ),
+                None => sendmsg(fd, &iov, &[], flags, Some(&to)),
+            }
+        }
+    }
+    .map_err(io::Error::from)
 }
 
 /// The scope id an IPv6 destination or source needs: the interface for link-local unicast and
