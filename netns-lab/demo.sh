@@ -2,9 +2,9 @@
 # The vrrpd demo: two routers elect a master, the client reaches the server through the VIPs,
 # router a is cut off and b takes over, a comes back and is master again.
 #
-# Run as root from anywhere: netns-lab/demo.sh. Builds the release binary first, then takes at
-# most about a minute; everything it made is removed on exit except the logs in
-# /tmp/vrrpd-lab-<prefix>/.
+# Run as root from anywhere: netns-lab/demo.sh. Builds the release binary first (or uses
+# $VRRPD_BIN), then takes at most about a minute; everything it made is removed on exit except
+# the configs and logs in /tmp/vrrpd-lab-<prefix>/.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -45,10 +45,14 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-step "cargo build --release"
-(cd "$ROOT" && cargo build --release)
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/vrrpd"
-[[ -x "$BIN" ]] || die "no binary at $BIN"
+if [[ -n "${VRRPD_BIN:-}" ]]; then
+    BIN="$VRRPD_BIN" # a vrrpd built or installed elsewhere: no build
+else
+    step "cargo build --release"
+    (cd "$ROOT" && cargo build --release)
+    BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/vrrpd"
+fi
+[[ -x "$BIN" ]] || die "no vrrpd binary at $BIN"
 
 DEADLINE=$((SECONDS + BUDGET))
 remaining() { echo $((DEADLINE - SECONDS)); }
@@ -110,13 +114,17 @@ all_in() { [[ "$(count_state "$1" "$2")" == 4 ]]; }
 a_master_b_backup() { all_in a MASTER && all_in b BACKUP; }
 
 ping_through_vips() {
-    local limit addr
+    local limit addr out
     for addr in 10.76.4.10 2001:db8:5:34cd::10; do
         limit=$(remaining)
         ((limit > 5)) && limit=5
         ((limit >= 1)) || die "out of time"
         echo "client -> server $addr"
-        "$LAB" exec "$P" client -- ping -n -c 3 -i 0.2 -w "$limit" "$addr" | tail -n 2
+        if ! out="$("$LAB" exec "$P" client -- ping -n -c 3 -i 0.2 -w "$limit" "$addr")"; then
+            echo "$out"
+            die "no replies from $addr within ${limit}s"
+        fi
+        tail -n 2 <<<"$out"
     done
 }
 
@@ -132,6 +140,7 @@ step "cut router a off every segment (its links stay up: it cannot tell)"
 "$LAB" cut "$P" a all
 wait_for "b MASTER" 10 all_in b MASTER
 echo "--- router b"; show b
+echo "--- router a (hears nobody, so it still believes it is master)"; show a
 
 step "the client reaches the server through the VIPs (via b)"
 ping_through_vips

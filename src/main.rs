@@ -9,7 +9,11 @@ use vrrpd::control::{self, Request, Response, render};
 const DEFAULT_CONFIG: &str = "/etc/vrrpd/vrrpd.toml";
 
 #[derive(Parser)]
-#[command(name = "vrrpd", version, about = "VRRPv3 daemon for paired Linux edge routers")]
+#[command(
+    name = "vrrpd",
+    version,
+    about = "VRRPv3 daemon for paired Linux edge routers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -73,7 +77,8 @@ fn main() -> ExitCode {
 fn run(path: &Path) -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VRRPD_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("VRRPD_LOG")
+                .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -86,7 +91,10 @@ fn run(path: &Path) -> ExitCode {
         }
     };
     // One thread: the core is sequential, and a single thread keeps CPU and wake-ups low.
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("vrrpd: cannot start the runtime: {e}");
@@ -114,7 +122,10 @@ fn show(what: ShowWhat) -> ExitCode {
         ShowWhat::Sync { json, socket } => (Request::ShowSync, json, socket),
     };
     let socket = socket_path(socket);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let response = match runtime.block_on(control::query(&socket, &request)) {
         Ok(r) => r,
         Err(e) => {
@@ -123,9 +134,15 @@ fn show(what: ShowWhat) -> ExitCode {
         }
     };
     match response {
-        Response::Groups(groups) if json => println!("{}", serde_json::to_string_pretty(&groups).unwrap_or_default()),
+        Response::Groups(groups) if json => println!(
+            "{}",
+            serde_json::to_string_pretty(&groups).unwrap_or_default()
+        ),
         Response::Groups(groups) => print!("{}", render::groups_table(&groups)),
-        Response::Sync(value) => println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default()),
+        Response::Sync(value) => println!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        ),
         Response::Error(message) => {
             eprintln!("vrrpd: {message}");
             return ExitCode::from(1);

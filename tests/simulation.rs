@@ -59,7 +59,9 @@ struct Node {
 
 impl Node {
     fn state(&self) -> State {
-        self.engine.as_ref().map_or(State::Init, |e| e.router(0).state())
+        self.engine
+            .as_ref()
+            .map_or(State::Init, |e| e.router(0).state())
     }
 }
 
@@ -95,7 +97,13 @@ impl Sim {
     }
 
     fn start(&mut self, i: usize, t: Duration) {
-        let mut e = Engine::new(vec![GroupSpec { params: self.params(i), sync_group: None }], vec![]);
+        let mut e = Engine::new(
+            vec![GroupSpec {
+                params: self.params(i),
+                sync_group: None,
+            }],
+            vec![],
+        );
         e.start(self.base + t);
         self.nodes[i].engine = Some(e);
         self.flush(i, t);
@@ -103,7 +111,9 @@ impl Sim {
 
     /// Carries out a router's actions: adverts go to every router on its side of the network.
     fn flush(&mut self, i: usize, t: Duration) {
-        let Some(engine) = self.nodes[i].engine.as_mut() else { return };
+        let Some(engine) = self.nodes[i].engine.as_mut() else {
+            return;
+        };
         let mut sent = Vec::new();
         while let Some(a) = engine.poll_action() {
             if let Action::SendAdvert { advert, .. } = a {
@@ -131,7 +141,11 @@ impl Sim {
     }
 
     fn observe(&mut self, t: Duration) {
-        let masters = self.nodes.iter().filter(|n| n.state() == State::Master).count();
+        let masters = self
+            .nodes
+            .iter()
+            .filter(|n| n.state() == State::Master)
+            .count();
         if masters > 1 {
             self.last_double_master = Some(t);
         }
@@ -170,10 +184,20 @@ impl Sim {
                 .nodes
                 .iter()
                 .enumerate()
-                .filter_map(|(i, n)| n.engine.as_ref()?.poll_timeout().map(|d| (d - self.base, i)))
+                .filter_map(|(i, n)| {
+                    n.engine
+                        .as_ref()?
+                        .poll_timeout()
+                        .map(|d| (d - self.base, i))
+                })
                 .min();
-            let t = [chaos_at, delivery_at, timer.map(|(t, _)| t)].into_iter().flatten().min();
-            let Some(t) = t.filter(|t| *t <= end) else { break };
+            let t = [chaos_at, delivery_at, timer.map(|(t, _)| t)]
+                .into_iter()
+                .flatten()
+                .min();
+            let Some(t) = t.filter(|t| *t <= end) else {
+                break;
+            };
             if chaos_at == Some(t) {
                 let c = scenario[next].1.clone();
                 self.apply(t, &c);
@@ -186,7 +210,11 @@ impl Sim {
                     self.flush(j, t);
                 }
             } else if let Some((_, i)) = timer {
-                self.nodes[i].engine.as_mut().unwrap().handle_timeout(self.base + t);
+                self.nodes[i]
+                    .engine
+                    .as_mut()
+                    .unwrap()
+                    .handle_timeout(self.base + t);
                 self.flush(i, t);
             }
             self.observe(t);
@@ -212,7 +240,10 @@ fn scenario(rng: &mut Rng, n: usize, interval: Duration) -> (Vec<(Duration, Chao
                 let node = rng.below(n as u64) as usize;
                 if running[node] && running.iter().filter(|r| **r).count() > 1 {
                     running[node] = false;
-                    Chaos::Stop { node, graceful: rng.chance(50) }
+                    Chaos::Stop {
+                        node,
+                        graceful: rng.chance(50),
+                    }
                 } else {
                     continue;
                 }
@@ -246,7 +277,11 @@ fn run_seed(seed: u64) -> Result<(), String> {
         }
     }
     let nodes = (0..n)
-        .map(|i| Node { address: Ipv4Addr::new(10, 0, 0, 1 + i as u8), priority: priorities[i], engine: None })
+        .map(|i| Node {
+            address: Ipv4Addr::new(10, 0, 0, 1 + i as u8),
+            priority: priorities[i],
+            engine: None,
+        })
         .collect();
     let (chaos, heal) = scenario(&mut rng, n, interval.as_duration());
     let mut sim = Sim {
@@ -272,8 +307,15 @@ fn run_seed(seed: u64) -> Result<(), String> {
     sim.run(&chaos, settle);
 
     let running: Vec<usize> = (0..n).filter(|&i| sim.nodes[i].engine.is_some()).collect();
-    let masters: Vec<usize> = running.iter().copied().filter(|&i| sim.nodes[i].state() == State::Master).collect();
-    let best = *running.iter().max_by_key(|&&i| sim.nodes[i].priority).unwrap();
+    let masters: Vec<usize> = running
+        .iter()
+        .copied()
+        .filter(|&i| sim.nodes[i].state() == State::Master)
+        .collect();
+    let best = *running
+        .iter()
+        .max_by_key(|&&i| sim.nodes[i].priority)
+        .unwrap();
     let fail = |sim: &Sim, what: String| {
         Err(format!(
             "seed {seed}: {what}\n n={n} interval={interval} priorities={priorities:?} running={running:?}\n states={:?}\n scenario:\n{}",
@@ -282,18 +324,33 @@ fn run_seed(seed: u64) -> Result<(), String> {
         ))
     };
     if masters != [best] {
-        return fail(&sim, format!("masters {masters:?} at {settle:?}, expected [{best}]"));
+        return fail(
+            &sim,
+            format!("masters {masters:?} at {settle:?}, expected [{best}]"),
+        );
     }
     if let Some(t) = sim.last_double_master {
         if t > heal + mdi {
-            return fail(&sim, format!("two masters at {t:?}, more than Master_Down_Interval {mdi:?} after the heal at {heal:?}"));
+            return fail(
+                &sim,
+                format!(
+                    "two masters at {t:?}, more than Master_Down_Interval {mdi:?} after the heal at {heal:?}"
+                ),
+            );
         }
     }
     // And it stays that way.
     sim.run(&[], settle + interval.as_duration() * 20);
-    let masters: Vec<usize> = running.iter().copied().filter(|&i| sim.nodes[i].state() == State::Master).collect();
+    let masters: Vec<usize> = running
+        .iter()
+        .copied()
+        .filter(|&i| sim.nodes[i].state() == State::Master)
+        .collect();
     if masters != [best] {
-        return fail(&sim, format!("masters {masters:?} after a quiet period, expected [{best}]"));
+        return fail(
+            &sim,
+            format!("masters {masters:?} after a quiet period, expected [{best}]"),
+        );
     }
     Ok(())
 }
@@ -304,9 +361,17 @@ fn elections_converge_to_the_best_router_after_chaos() {
         run_seed(seed.parse().expect("VRRPD_SIM_SEED is a number")).unwrap();
         return;
     }
-    let seeds: u64 = std::env::var("VRRPD_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(2000);
+    let seeds: u64 = std::env::var("VRRPD_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2000);
     let failures: Vec<String> = (0..seeds).filter_map(|s| run_seed(s).err()).collect();
-    assert!(failures.is_empty(), "{} of {seeds} seeds failed; first:\n{}", failures.len(), failures[0]);
+    assert!(
+        failures.is_empty(),
+        "{} of {seeds} seeds failed; first:\n{}",
+        failures.len(),
+        failures[0]
+    );
 }
 
 #[test]
@@ -314,7 +379,13 @@ fn the_simulation_can_fail() {
     // A control: with every advert lost, nobody hears anybody and every router becomes master.
     let mut sim = Sim {
         base: Instant::now(),
-        nodes: (0..3).map(|i| Node { address: Ipv4Addr::new(10, 0, 0, 1 + i), priority: 100 + i, engine: None }).collect(),
+        nodes: (0..3)
+            .map(|i| Node {
+                address: Ipv4Addr::new(10, 0, 0, 1 + i),
+                priority: 100 + i,
+                engine: None,
+            })
+            .collect(),
         interval: Centis::new(10).unwrap(),
         side: vec![0; 3],
         loss: 100,
@@ -329,6 +400,12 @@ fn the_simulation_can_fail() {
         sim.start(i, Duration::ZERO);
     }
     sim.run(&[], Duration::from_secs(5));
-    assert_eq!(sim.nodes.iter().filter(|n| n.state() == State::Master).count(), 3);
+    assert_eq!(
+        sim.nodes
+            .iter()
+            .filter(|n| n.state() == State::Master)
+            .count(),
+        3
+    );
     assert!(sim.last_double_master.is_some());
 }

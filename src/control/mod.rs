@@ -85,7 +85,10 @@ pub struct GroupStats {
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     #[error("no daemon answers on {path}: {source}")]
-    Connect { path: String, source: std::io::Error },
+    Connect {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("control socket I/O: {0}")]
     Io(#[from] std::io::Error),
     #[error("control socket timed out")]
@@ -96,7 +99,10 @@ pub enum ControlError {
     Json(#[from] serde_json::Error),
 }
 
-pub async fn write_frame<T: Serialize>(stream: &mut UnixStream, value: &T) -> Result<(), ControlError> {
+pub async fn write_frame<T: Serialize>(
+    stream: &mut UnixStream,
+    value: &T,
+) -> Result<(), ControlError> {
     let body = serde_json::to_vec(value)?;
     let len = u32::try_from(body.len()).map_err(|_| ControlError::TooLarge(u32::MAX))?;
     let io = async {
@@ -104,11 +110,16 @@ pub async fn write_frame<T: Serialize>(stream: &mut UnixStream, value: &T) -> Re
         stream.write_all(&body).await?;
         stream.flush().await
     };
-    tokio::time::timeout(IO_TIMEOUT, io).await.map_err(|_| ControlError::Timeout)??;
+    tokio::time::timeout(IO_TIMEOUT, io)
+        .await
+        .map_err(|_| ControlError::Timeout)??;
     Ok(())
 }
 
-pub async fn read_frame<T: for<'de> Deserialize<'de>>(stream: &mut UnixStream, max: u32) -> Result<T, ControlError> {
+pub async fn read_frame<T: for<'de> Deserialize<'de>>(
+    stream: &mut UnixStream,
+    max: u32,
+) -> Result<T, ControlError> {
     let io = async {
         let mut len = [0u8; 4];
         stream.read_exact(&mut len).await?;
@@ -120,14 +131,19 @@ pub async fn read_frame<T: for<'de> Deserialize<'de>>(stream: &mut UnixStream, m
         stream.read_exact(&mut body).await?;
         Ok(serde_json::from_slice(&body)?)
     };
-    tokio::time::timeout(IO_TIMEOUT, io).await.map_err(|_| ControlError::Timeout)?
+    tokio::time::timeout(IO_TIMEOUT, io)
+        .await
+        .map_err(|_| ControlError::Timeout)?
 }
 
 /// Client side: one request, one response.
 pub async fn query(socket: &Path, request: &Request) -> Result<Response, ControlError> {
     let mut stream = UnixStream::connect(socket)
         .await
-        .map_err(|source| ControlError::Connect { path: socket.display().to_string(), source })?;
+        .map_err(|source| ControlError::Connect {
+            path: socket.display().to_string(),
+            source,
+        })?;
     write_frame(&mut stream, request).await?;
     read_frame(&mut stream, MAX_RESPONSE).await
 }
@@ -144,19 +160,26 @@ mod tests {
         assert_eq!(r, Request::ShowGroups);
 
         a.write_all(&(MAX_REQUEST + 1).to_be_bytes()).await.unwrap();
-        let err = read_frame::<Request>(&mut b, MAX_REQUEST).await.unwrap_err();
+        let err = read_frame::<Request>(&mut b, MAX_REQUEST)
+            .await
+            .unwrap_err();
         assert!(matches!(err, ControlError::TooLarge(_)), "{err}");
     }
 
     #[tokio::test]
     async fn a_silent_client_times_out() {
         let (_a, mut b) = UnixStream::pair().unwrap();
-        let err = read_frame::<Request>(&mut b, MAX_REQUEST).await.unwrap_err();
+        let err = read_frame::<Request>(&mut b, MAX_REQUEST)
+            .await
+            .unwrap_err();
         assert!(matches!(err, ControlError::Timeout));
     }
 
     #[test]
     fn request_wire_form_is_stable() {
-        assert_eq!(serde_json::to_string(&Request::ShowGroups).unwrap(), r#"{"command":"show-groups"}"#);
+        assert_eq!(
+            serde_json::to_string(&Request::ShowGroups).unwrap(),
+            r#"{"command":"show-groups"}"#
+        );
     }
 }

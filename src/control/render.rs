@@ -6,7 +6,19 @@ use super::GroupStatus;
 
 /// The `vrrpd show groups` table.
 pub fn groups_table(groups: &[GroupStatus]) -> String {
-    let header = ["GROUP", "INTERFACE", "VRID", "FAMILY", "STATE", "PRIO", "MASTER", "ADVERT", "SYNC-GROUP", "SINCE", "ADDRESSES"];
+    let header = [
+        "GROUP",
+        "INTERFACE",
+        "VRID",
+        "FAMILY",
+        "STATE",
+        "PRIO",
+        "MASTER",
+        "ADVERT",
+        "SYNC-GROUP",
+        "SINCE",
+        "ADDRESSES",
+    ];
     let rows: Vec<[String; 11]> = groups
         .iter()
         .map(|g| {
@@ -63,7 +75,11 @@ pub fn prometheus(groups: &[GroupStatus]) -> String {
     for g in groups {
         for s in states {
             let v = u8::from(g.state == s);
-            let _ = writeln!(out, "vrrpd_group_state{{group=\"{}\",state=\"{s}\"}} {v}", g.name);
+            let _ = writeln!(
+                out,
+                "vrrpd_group_state{{group=\"{}\",state=\"{s}\"}} {v}",
+                g.name
+            );
         }
     }
     let counters: [(&str, fn(&GroupStatus) -> u64); 5] = [
@@ -82,7 +98,11 @@ pub fn prometheus(groups: &[GroupStatus]) -> String {
     out.push_str("# TYPE vrrpd_invalid_rx_total counter\n");
     for g in groups {
         for (reason, n) in &g.stats.invalid_rx_by_reason {
-            let _ = writeln!(out, "vrrpd_invalid_rx_total{{group=\"{}\",reason=\"{reason}\"}} {n}", g.name);
+            let _ = writeln!(
+                out,
+                "vrrpd_invalid_rx_total{{group=\"{}\",reason=\"{reason}\"}} {n}",
+                g.name
+            );
         }
     }
     out

@@ -67,7 +67,9 @@ async fn run(job: &HookJob) {
         }
     };
     match tokio::time::timeout(SCRIPT_TIMEOUT, child.wait_with_output()).await {
-        Err(_) => tracing::error!(%script, args = ?job.args, "transition script killed after {SCRIPT_TIMEOUT:?}"),
+        Err(_) => {
+            tracing::error!(%script, args = ?job.args, "transition script killed after {SCRIPT_TIMEOUT:?}")
+        }
         Ok(Err(e)) => tracing::error!(%script, "transition script: {e}"),
         Ok(Ok(out)) if !out.status.success() => tracing::error!(
             %script,

@@ -31,8 +31,14 @@ use setup::GroupRuntime;
 pub const UNKNOWN_VRID: &str = "unknown-vrid";
 
 enum Event {
-    Packet { socket: usize, packet: RxPacket },
-    Control { request: Request, reply: oneshot::Sender<Response> },
+    Packet {
+        socket: usize,
+        packet: RxPacket,
+    },
+    Control {
+        request: Request,
+        reply: oneshot::Sender<Response>,
+    },
 }
 
 pub struct Daemon {
@@ -130,7 +136,8 @@ fn bind_control_socket(path: &std::path::Path) -> anyhow::Result<UnixListener> {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             anyhow::bail!("another vrrpd is already answering on {}", path.display());
         }
-        std::fs::remove_file(path).with_context(|| format!("removing stale socket {}", path.display()))?;
+        std::fs::remove_file(path)
+            .with_context(|| format!("removing stale socket {}", path.display()))?;
     }
     UnixListener::bind(path).with_context(|| format!("binding control socket {}", path.display()))
 }
@@ -138,18 +145,27 @@ fn bind_control_socket(path: &std::path::Path) -> anyhow::Result<UnixListener> {
 fn spawn_control_server(listener: UnixListener, events: mpsc::Sender<Event>) {
     tokio::spawn(async move {
         loop {
-            let Ok((mut stream, _)) = listener.accept().await else { continue };
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
             let events = events.clone();
             tokio::spawn(async move {
-                let request = match control::read_frame::<Request>(&mut stream, control::MAX_REQUEST).await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let _ = control::write_frame(&mut stream, &Response::Error(e.to_string())).await;
-                        return;
-                    }
-                };
+                let request =
+                    match control::read_frame::<Request>(&mut stream, control::MAX_REQUEST).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            let _ =
+                                control::write_frame(&mut stream, &Response::Error(e.to_string()))
+                                    .await;
+                            return;
+                        }
+                    };
                 let (reply, answer) = oneshot::channel();
-                if events.send(Event::Control { request, reply }).await.is_err() {
+                if events
+                    .send(Event::Control { request, reply })
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 if let Ok(response) = answer.await {
@@ -184,10 +200,16 @@ impl Daemon {
         }
     }
 
-    fn open_io(&mut self, sockets: &[setup::SocketSpec], events: &mpsc::Sender<Event>) -> anyhow::Result<()> {
+    fn open_io(
+        &mut self,
+        sockets: &[setup::SocketSpec],
+        events: &mpsc::Sender<Event>,
+    ) -> anyhow::Result<()> {
         for (idx, spec) in sockets.iter().enumerate() {
             let socket = VrrpSocket::open(&spec.ifname, spec.ifindex, spec.family, spec.source)
-                .with_context(|| format!("opening the {} VRRP socket on {}", spec.family, spec.ifname))?;
+                .with_context(|| {
+                    format!("opening the {} VRRP socket on {}", spec.family, spec.ifname)
+                })?;
             let socket = std::sync::Arc::new(socket);
             let reader = socket.clone();
             let events = events.clone();
@@ -195,7 +217,14 @@ impl Daemon {
                 loop {
                     match reader.recv().await {
                         Ok(packet) => {
-                            if events.send(Event::Packet { socket: idx, packet }).await.is_err() {
+                            if events
+                                .send(Event::Packet {
+                                    socket: idx,
+                                    packet,
+                                })
+                                .await
+                                .is_err()
+                            {
                                 return;
                             }
                         }
@@ -206,11 +235,16 @@ impl Daemon {
                     }
                 }
             });
-            self.sockets.push(SocketRuntime { socket, family: spec.family, ifname: spec.ifname.clone() });
+            self.sockets.push(SocketRuntime {
+                socket,
+                family: spec.family,
+                ifname: spec.ifname.clone(),
+            });
         }
         for g in &mut self.groups {
             g.announcer = self.announcers.len();
-            let a = Announcer::open(g.vip_link).with_context(|| format!("opening a packet socket on {}", g.vip_link_name))?;
+            let a = Announcer::open(g.vip_link)
+                .with_context(|| format!("opening a packet socket on {}", g.vip_link_name))?;
             self.announcers.push(a);
         }
         Ok(())
@@ -222,11 +256,17 @@ impl Daemon {
         let decoded = match (family, packet.destination, packet.source) {
             (Family::Ipv4, _, _) => Advert::decode_ipv4(&packet.data)
                 .map_err(|e| (e, Advert::peek_vrid_ipv4(&packet.data))),
-            (Family::Ipv6, IpAddr::V6(dst), IpAddr::V6(src)) => Advert::decode_ipv6(&packet.data, src, dst, packet.hop_limit)
-                .map_err(|e| (e, Advert::peek_vrid_ipv6(&packet.data))),
+            (Family::Ipv6, IpAddr::V6(dst), IpAddr::V6(src)) => {
+                Advert::decode_ipv6(&packet.data, src, dst, packet.hop_limit)
+                    .map_err(|e| (e, Advert::peek_vrid_ipv6(&packet.data)))
+            }
             (Family::Ipv6, _, _) => return,
         };
-        let group_of = |vrid: u8| self.groups.iter().position(|g| g.socket == socket && g.config.vrid == vrid);
+        let group_of = |vrid: u8| {
+            self.groups
+                .iter()
+                .position(|g| g.socket == socket && g.config.vrid == vrid)
+        };
         match decoded {
             Ok(rx) => match group_of(rx.advert.vrid) {
                 Some(g) => self.engine.handle_advert(now, g, &rx),
@@ -245,7 +285,9 @@ impl Daemon {
     async fn handle_link_event(&mut self, event: LinkMonitorEvent) {
         match event {
             LinkMonitorEvent::Link(info) => {
-                let Some(known) = self.links.get_mut(&info.name) else { return };
+                let Some(known) = self.links.get_mut(&info.name) else {
+                    return;
+                };
                 if *known == info.up {
                     return;
                 }
@@ -253,7 +295,9 @@ impl Daemon {
                 tracing::info!(link = %info.name, up = info.up, "link state changed");
             }
             LinkMonitorEvent::Deleted { name, .. } => {
-                let Some(known) = self.links.get_mut(&name) else { return };
+                let Some(known) = self.links.get_mut(&name) else {
+                    return;
+                };
                 *known = false;
                 tracing::warn!(link = %name, "link deleted");
             }
@@ -261,7 +305,12 @@ impl Daemon {
                 tracing::warn!("link monitor overran: re-reading every link");
                 let names: Vec<String> = self.links.keys().cloned().collect();
                 for name in names {
-                    let up = self.netlink.link_by_name(&name).await.map(|l| l.up).unwrap_or(false);
+                    let up = self
+                        .netlink
+                        .link_by_name(&name)
+                        .await
+                        .map(|l| l.up)
+                        .unwrap_or(false);
                     self.links.insert(name, up);
                 }
             }
@@ -277,7 +326,12 @@ impl Daemon {
     async fn execute_actions(&mut self) {
         while let Some(action) = self.engine.poll_action() {
             match action {
-                Action::Transition { group, from, to, reason } => {
+                Action::Transition {
+                    group,
+                    from,
+                    to,
+                    reason,
+                } => {
                     let g = &mut self.groups[group];
                     tracing::info!(group = %g.config.name, vrid = g.config.vrid, %from, %to, %reason, "state transition");
                     g.last_transition = Some(SystemTime::now());
@@ -287,7 +341,11 @@ impl Daemon {
                 Action::RemoveAddresses { group } => self.set_addresses(group, false).await,
                 Action::SendAdvert { group, advert } => self.send_advert(group, &advert).await,
                 Action::Announce { group } => self.announce(group),
-                Action::Notify { target, state, reason } => self.notify(target, state, &reason),
+                Action::Notify {
+                    target,
+                    state,
+                    reason,
+                } => self.notify(target, state, &reason),
             }
         }
     }
@@ -320,10 +378,21 @@ impl Daemon {
             g.config.peer_addresses.clone()
         };
         let source = self.engine.router(group).params().primary_address;
+        // Groups on one interface share the socket but may have their own hello-source-address.
+        if sock.socket.source() != Some(source) {
+            if let Err(e) = sock.socket.set_source(Some(source)) {
+                tracing::error!(group = %g.config.name, %source, "cannot send adverts from this address: {e}");
+                return;
+            }
+        }
         for dst in destinations {
             let mut buf = Vec::with_capacity(advert.buffer_len());
             // IPv6 always uses the pseudo-header; the form only chooses IPv4's.
-            let form = if sock.family == Family::Ipv6 { ChecksumForm::PseudoHeader } else { form };
+            let form = if sock.family == Family::Ipv6 {
+                ChecksumForm::PseudoHeader
+            } else {
+                form
+            };
             if let Err(e) = advert.encode(source, dst, form, &mut buf) {
                 tracing::error!(group = %g.config.name, "cannot encode advert: {e}");
                 return;
@@ -351,12 +420,22 @@ impl Daemon {
         }
     }
 
-    fn notify(&self, target: NotifyTarget, state: crate::proto::engine::NotifyState, reason: &crate::proto::router::Reason) {
+    fn notify(
+        &self,
+        target: NotifyTarget,
+        state: crate::proto::engine::NotifyState,
+        reason: &crate::proto::router::Reason,
+    ) {
         let (name, script) = match target {
             NotifyTarget::SyncGroup(s) => {
                 let name = &self.engine.sync_groups()[s].name;
                 tracing::info!(sync_group = %name, state = state.as_str(), %reason, "sync group transition");
-                let scripts = self.config.sync_groups.iter().find(|sg| &sg.name == name).map(|sg| &sg.scripts);
+                let scripts = self
+                    .config
+                    .sync_groups
+                    .iter()
+                    .find(|sg| &sg.name == name)
+                    .map(|sg| &sg.scripts);
                 let script = scripts.and_then(|s| match state {
                     crate::proto::engine::NotifyState::Master => s.master.clone(),
                     crate::proto::engine::NotifyState::Backup => s.backup.clone(),
@@ -383,7 +462,9 @@ impl Daemon {
     fn answer(&self, request: &Request) -> Response {
         match request {
             Request::ShowGroups => Response::Groups(status::groups(self)),
-            Request::ShowSync => Response::Error("conntrack-sync is not running in this daemon".into()),
+            Request::ShowSync => {
+                Response::Error("conntrack-sync is not running in this daemon".into())
+            }
         }
     }
 

@@ -64,7 +64,12 @@ pub async fn resolve(config: &Config, netlink: &Netlink) -> anyhow::Result<Resol
         let link = netlink
             .link_by_name(&cfg.interface)
             .await
-            .with_context(|| format!("group.{}.interface: no link named {:?}", cfg.name, cfg.interface))?;
+            .with_context(|| {
+                format!(
+                    "group.{}.interface: no link named {:?}",
+                    cfg.name, cfg.interface
+                )
+            })?;
         links.insert(link.name.clone(), link.up);
         for tracked in &cfg.track_interfaces {
             let up = match netlink.link_by_name(tracked).await {
@@ -101,23 +106,43 @@ pub async fn resolve(config: &Config, netlink: &Netlink) -> anyhow::Result<Resol
         };
 
         let (vip_link, vip_link_name, mac) = if cfg.vmac {
-            let name = format!("vrrp{}.{}", if cfg.family == Family::Ipv4 { 4 } else { 6 }, cfg.vrid);
+            let name = format!(
+                "vrrp{}.{}",
+                if cfg.family == Family::Ipv4 { 4 } else { 6 },
+                cfg.vrid
+            );
             let mac = virtual_mac(cfg.family, cfg.vrid);
-            crate::netlink::sysctl::configure_vmac_parent(&cfg.interface)
-                .with_context(|| format!("group.{}.vmac: preparing {} for a macvlan", cfg.name, cfg.interface))?;
+            crate::netlink::sysctl::configure_vmac_parent(&cfg.interface).with_context(|| {
+                format!(
+                    "group.{}.vmac: preparing {} for a macvlan",
+                    cfg.name, cfg.interface
+                )
+            })?;
             let index = netlink
                 .ensure_macvlan(link.index, &name, mac)
                 .await
-                .with_context(|| format!("group.{}.vmac: creating macvlan {name} on {}", cfg.name, cfg.interface))?;
+                .with_context(|| {
+                    format!(
+                        "group.{}.vmac: creating macvlan {name} on {}",
+                        cfg.name, cfg.interface
+                    )
+                })?;
             (index, name, mac)
         } else {
             let Some(mac) = link.mac else {
-                bail!("group.{}.interface: {} has no MAC address for gratuitous ARP / NA", cfg.name, cfg.interface);
+                bail!(
+                    "group.{}.interface: {} has no MAC address for gratuitous ARP / NA",
+                    cfg.name,
+                    cfg.interface
+                );
             };
             (link.index, link.name.clone(), mac)
         };
 
-        let socket = match sockets.iter().position(|s| s.ifname == cfg.interface && s.family == cfg.family) {
+        let socket = match sockets
+            .iter()
+            .position(|s| s.ifname == cfg.interface && s.family == cfg.family)
+        {
             Some(i) => i,
             None => {
                 sockets.push(SocketSpec {
@@ -167,9 +192,18 @@ pub async fn resolve(config: &Config, netlink: &Netlink) -> anyhow::Result<Resol
     let sync_groups = config
         .sync_groups
         .iter()
-        .map(|s| SyncGroup { name: s.name.clone(), members: s.members.iter().filter_map(|m| index_of(m)).collect() })
+        .map(|s| SyncGroup {
+            name: s.name.clone(),
+            members: s.members.iter().filter_map(|m| index_of(m)).collect(),
+        })
         .collect();
-    Ok(Resolved { specs, sync_groups, groups, sockets, links })
+    Ok(Resolved {
+        specs,
+        sync_groups,
+        groups,
+        sockets,
+        links,
+    })
 }
 
 #[cfg(test)]

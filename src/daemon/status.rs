@@ -56,7 +56,11 @@ pub fn groups(d: &Daemon) -> Vec<GroupStatus> {
                     priority_zero_rx: s.priority_zero_rx,
                     priority_zero_tx: s.priority_zero_tx,
                     invalid_rx: s.invalid_total(),
-                    invalid_rx_by_reason: s.invalid_rx.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+                    invalid_rx_by_reason: s
+                        .invalid_rx
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), *v))
+                        .collect(),
                     address_mismatch_rx: s.address_mismatch_rx,
                 },
             }

@@ -50,7 +50,12 @@ impl NotifyState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Bookkeeping and log line: a group changed state.
-    Transition { group: GroupId, from: State, to: State, reason: Reason },
+    Transition {
+        group: GroupId,
+        from: State,
+        to: State,
+        reason: Reason,
+    },
     /// Install the group's virtual addresses (idempotent).
     AddAddresses { group: GroupId },
     /// Remove the group's virtual addresses (idempotent).
@@ -61,7 +66,11 @@ pub enum Action {
     Announce { group: GroupId },
     /// Run hooks. Becoming MASTER notifies after addresses are in place; leaving MASTER
     /// notifies before they are removed (so a BGP prepend goes out first).
-    Notify { target: NotifyTarget, state: NotifyState, reason: Reason },
+    Notify {
+        target: NotifyTarget,
+        state: NotifyState,
+        reason: Reason,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -90,7 +99,10 @@ impl Engine {
     pub fn new(groups: Vec<GroupSpec>, sync_groups: Vec<SyncGroup>) -> Engine {
         let sync_of = groups.iter().map(|g| g.sync_group).collect();
         Engine {
-            routers: groups.into_iter().map(|g| VirtualRouter::new(g.params)).collect(),
+            routers: groups
+                .into_iter()
+                .map(|g| VirtualRouter::new(g.params))
+                .collect(),
             sync_of,
             sync_groups,
             actions: VecDeque::new(),
@@ -135,7 +147,10 @@ impl Engine {
                 continue; // moved already with its sync group
             }
             let want = if self.faulted(id) {
-                Want { to: State::Fault, reason: Reason::LinkDown }
+                Want {
+                    to: State::Fault,
+                    reason: Reason::LinkDown,
+                }
             } else {
                 self.routers[id].startup_want()
             };
@@ -176,7 +191,14 @@ impl Engine {
             return;
         }
         if !all_up {
-            self.apply(now, group, Want { to: State::Fault, reason: Reason::LinkDown });
+            self.apply(
+                now,
+                group,
+                Want {
+                    to: State::Fault,
+                    reason: Reason::LinkDown,
+                },
+            );
         } else if !self.faulted(group) {
             // Every member is healthy again: leave FAULT through Initialize's Startup event.
             let members = self.members(group);
@@ -188,13 +210,23 @@ impl Engine {
                 }
             }
             let want = self.routers[group].startup_want();
-            let want = Want { to: want.to, reason: Reason::LinkUp };
+            let want = Want {
+                to: want.to,
+                reason: Reason::LinkUp,
+            };
             self.apply(now, group, want);
             // Members that did not move with it (no sync group, or a non-owner) start up too.
             for &m in &members {
                 if self.routers[m].state() == State::Init {
                     let w = self.routers[m].startup_want();
-                    self.apply(now, m, Want { to: w.to, reason: Reason::LinkUp });
+                    self.apply(
+                        now,
+                        m,
+                        Want {
+                            to: w.to,
+                            reason: Reason::LinkUp,
+                        },
+                    );
                 }
             }
         }
@@ -267,7 +299,10 @@ impl Engine {
             let reason = if m == id {
                 want.reason.clone()
             } else {
-                Reason::SyncGroup { member: name.clone(), cause: Box::new(want.reason.clone()) }
+                Reason::SyncGroup {
+                    member: name.clone(),
+                    cause: Box::new(want.reason.clone()),
+                }
             };
             self.enter(now, m, want.to, reason);
         }
@@ -300,14 +335,23 @@ impl Engine {
             State::Init => return,
         };
         let target = self.target(id);
-        self.actions.push_back(Action::Notify { target, state, reason });
+        self.actions.push_back(Action::Notify {
+            target,
+            state,
+            reason,
+        });
     }
 
     fn enter(&mut self, now: Instant, id: GroupId, to: State, reason: Reason) {
         let from = self.routers[id].state();
         let mut effects = Vec::new();
         if self.routers[id].enter(now, to, &mut effects) {
-            self.actions.push_back(Action::Transition { group: id, from, to, reason });
+            self.actions.push_back(Action::Transition {
+                group: id,
+                from,
+                to,
+                reason,
+            });
             self.push_effects(id, effects);
         }
     }

@@ -23,7 +23,11 @@ pub enum Family {
 
 impl Family {
     pub fn of(addr: &std::net::IpAddr) -> Family {
-        if addr.is_ipv4() { Family::Ipv4 } else { Family::Ipv6 }
+        if addr.is_ipv4() {
+            Family::Ipv4
+        } else {
+            Family::Ipv6
+        }
     }
 }
 

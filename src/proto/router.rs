@@ -51,14 +51,22 @@ pub enum Reason {
     /// Master_Down_Timer fired: no advert from a master for Master_Down_Interval (§6.4.2).
     MasterDown,
     /// Master_Down_Timer fired after the master resigned with priority 0 (Skew_Time, §6.4.2).
-    PriorityZero { from: IpAddr },
+    PriorityZero {
+        from: IpAddr,
+    },
     /// A master heard a better advert and stepped down (§6.4.3).
-    HigherPriority { from: IpAddr, priority: u8 },
+    HigherPriority {
+        from: IpAddr,
+        priority: u8,
+    },
     /// An interface the group depends on went down / came back.
     LinkDown,
     LinkUp,
     /// A sibling in the sync group moved, and this group followed it.
-    SyncGroup { member: String, cause: Box<Reason> },
+    SyncGroup {
+        member: String,
+        cause: Box<Reason>,
+    },
     Shutdown,
 }
 
@@ -70,7 +78,10 @@ impl std::fmt::Display for Reason {
             Reason::MasterDown => f.write_str("master-down timer expired"),
             Reason::PriorityZero { from } => write!(f, "priority-0 advert from {from}"),
             Reason::HigherPriority { from, priority } => {
-                write!(f, "higher-priority advert from {from} (priority {priority})")
+                write!(
+                    f,
+                    "higher-priority advert from {from} (priority {priority})"
+                )
             }
             Reason::LinkDown => f.write_str("link down"),
             Reason::LinkUp => f.write_str("link up"),
@@ -254,10 +265,14 @@ impl VirtualRouter {
 
     /// The earliest timer this router has armed.
     pub fn next_deadline(&self) -> Option<Instant> {
-        [self.adver_timer, self.master_down_timer, self.announce_timer]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.adver_timer,
+            self.master_down_timer,
+            self.announce_timer,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     pub(crate) fn set_link_ok(&mut self, ok: bool) {
@@ -284,9 +299,15 @@ impl VirtualRouter {
     /// RFC 5798 §6.4.1: the Startup event in Initialize.
     pub fn startup_want(&self) -> Want {
         if self.is_owner() {
-            Want { to: State::Master, reason: Reason::AddressOwner }
+            Want {
+                to: State::Master,
+                reason: Reason::AddressOwner,
+            }
         } else {
-            Want { to: State::Backup, reason: Reason::Startup }
+            Want {
+                to: State::Backup,
+                reason: Reason::Startup,
+            }
         }
     }
 
@@ -384,7 +405,10 @@ impl VirtualRouter {
             self.master_address = Some(rx.source);
             return Some(Want {
                 to: State::Backup,
-                reason: Reason::HigherPriority { from: rx.source, priority: adv.priority },
+                reason: Reason::HigherPriority {
+                    from: rx.source,
+                    priority: adv.priority,
+                },
             });
         }
         // RFC 9568 §6.4.3: discard, but answer at once so the lower-priority router (and any
@@ -417,7 +441,10 @@ impl VirtualRouter {
                 Some(from) => Reason::PriorityZero { from },
                 None => Reason::MasterDown,
             };
-            want = Some(Want { to: State::Master, reason });
+            want = Some(Want {
+                to: State::Master,
+                reason,
+            });
         }
         (want, effects)
     }

@@ -30,7 +30,13 @@ fn params(name: &str, vrid: u8, priority: u8) -> RouterParams {
 }
 
 fn single(p: RouterParams) -> Engine {
-    Engine::new(vec![GroupSpec { params: p, sync_group: None }], vec![])
+    Engine::new(
+        vec![GroupSpec {
+            params: p,
+            sync_group: None,
+        }],
+        vec![],
+    )
 }
 
 fn advert_from(source: IpAddr, vrid: u8, priority: u8, interval_cs: u16) -> Received {
@@ -94,7 +100,13 @@ fn rfc5798_6_4_1_address_owner_becomes_master_at_startup() {
         })
         .collect();
     assert_eq!(kinds, ["transition", "add", "advert", "announce", "notify"]);
-    assert!(matches!(&a[0], Action::Transition { reason: Reason::AddressOwner, .. }));
+    assert!(matches!(
+        &a[0],
+        Action::Transition {
+            reason: Reason::AddressOwner,
+            ..
+        }
+    ));
     assert_eq!(sent_priorities(&a), [255]);
 }
 
@@ -126,7 +138,15 @@ fn rfc5798_6_4_2_master_down_timer_makes_backup_master() {
     assert!(run_until(&mut e, t0 + mdi - Duration::from_nanos(1)).is_empty());
     let a = run_until(&mut e, t0 + mdi);
     assert_eq!(e.router(0).state(), State::Master);
-    assert!(matches!(&a[0], Action::Transition { from: State::Backup, to: State::Master, reason: Reason::MasterDown, .. }));
+    assert!(matches!(
+        &a[0],
+        Action::Transition {
+            from: State::Backup,
+            to: State::Master,
+            reason: Reason::MasterDown,
+            ..
+        }
+    ));
     assert_eq!(sent_priorities(&a), [100]);
     assert!(a.contains(&Action::Announce { group: 0 }));
 }
@@ -161,7 +181,9 @@ fn rfc5798_6_4_2_priority_zero_sets_master_down_timer_to_skew_time() {
     assert_eq!(e.poll_timeout(), Some(t1 + skew));
     let a = run_until(&mut e, t1 + skew);
     assert_eq!(e.router(0).state(), State::Master);
-    assert!(matches!(&a[0], Action::Transition { reason: Reason::PriorityZero { from }, .. } if *from == PEER_HIGH));
+    assert!(
+        matches!(&a[0], Action::Transition { reason: Reason::PriorityZero { from }, .. } if *from == PEER_HIGH)
+    );
     assert_eq!(e.router(0).stats().priority_zero_rx, 1);
 }
 
@@ -253,13 +275,25 @@ fn rfc5798_6_4_3_master_steps_down_on_higher_priority() {
     e.handle_advert(t, 0, &advert_from(PEER_LOW, 1, 101, 50));
     let a = drain(&mut e);
     assert_eq!(e.router(0).state(), State::Backup);
-    assert!(sent_priorities(&a).is_empty(), "stepping down sends nothing");
+    assert!(
+        sent_priorities(&a).is_empty(),
+        "stepping down sends nothing"
+    );
     assert!(a.contains(&Action::RemoveAddresses { group: 0 }));
     // Master_Adver_Interval learnt from the new master.
-    assert_eq!(e.router(0).master_adver_interval(), Centis::new(50).unwrap());
+    assert_eq!(
+        e.router(0).master_adver_interval(),
+        Centis::new(50).unwrap()
+    );
     // Hooks hear of it before the addresses go.
-    let notify = a.iter().position(|x| matches!(x, Action::Notify { .. })).unwrap();
-    let remove = a.iter().position(|x| matches!(x, Action::RemoveAddresses { .. })).unwrap();
+    let notify = a
+        .iter()
+        .position(|x| matches!(x, Action::Notify { .. }))
+        .unwrap();
+    let remove = a
+        .iter()
+        .position(|x| matches!(x, Action::RemoveAddresses { .. }))
+        .unwrap();
     assert!(notify < remove);
 }
 
@@ -286,7 +320,10 @@ fn rfc9568_6_4_3_master_answers_lower_priority_advert_at_once() {
     assert_eq!(sent_priorities(&a), [150]);
     // The Adver_Timer restarts from the answer: nothing at t+1s, the next advert at heard+1s.
     assert!(sent_priorities(&run_until(&mut e, heard + Duration::from_millis(999))).is_empty());
-    assert_eq!(sent_priorities(&run_until(&mut e, heard + Duration::from_secs(1))), [150]);
+    assert_eq!(
+        sent_priorities(&run_until(&mut e, heard + Duration::from_secs(1))),
+        [150]
+    );
 }
 
 #[test]
@@ -304,9 +341,26 @@ fn rfc5798_6_4_3_shutdown_sends_priority_zero_and_removes_addresses() {
     let a = drain(&mut e);
     assert_eq!(e.router(0).state(), State::Init);
     assert_eq!(sent_priorities(&a), [0]);
-    let stop = a.iter().position(|x| matches!(x, Action::Notify { state: NotifyState::Stop, .. })).unwrap();
-    let zero = a.iter().position(|x| matches!(x, Action::SendAdvert { .. })).unwrap();
-    let remove = a.iter().position(|x| matches!(x, Action::RemoveAddresses { .. })).unwrap();
+    let stop = a
+        .iter()
+        .position(|x| {
+            matches!(
+                x,
+                Action::Notify {
+                    state: NotifyState::Stop,
+                    ..
+                }
+            )
+        })
+        .unwrap();
+    let zero = a
+        .iter()
+        .position(|x| matches!(x, Action::SendAdvert { .. }))
+        .unwrap();
+    let remove = a
+        .iter()
+        .position(|x| matches!(x, Action::RemoveAddresses { .. }))
+        .unwrap();
     assert!(stop < zero && zero < remove, "{a:?}");
     assert_eq!(e.poll_timeout(), None, "no timer survives shutdown");
     assert_eq!(e.router(0).stats().priority_zero_tx, 1);
@@ -380,7 +434,11 @@ fn master_announces_again_a_bounded_number_of_times() {
     e.start(t0);
     let first = drain(&mut e);
     let later = run_until(&mut e, t0 + Duration::from_secs(10));
-    let count = |a: &[Action]| a.iter().filter(|x| matches!(x, Action::Announce { .. })).count();
+    let count = |a: &[Action]| {
+        a.iter()
+            .filter(|x| matches!(x, Action::Announce { .. }))
+            .count()
+    };
     assert_eq!(count(&first), 1);
     assert_eq!(count(&later), 2);
 }
@@ -415,10 +473,22 @@ fn link_down_before_start_starts_in_fault() {
 
 fn main_sync_group() -> Engine {
     let groups = (0..4)
-        .map(|i| GroupSpec { params: params(&format!("m{i}"), 10 + i as u8, 150), sync_group: Some(0) })
-        .chain(std::iter::once(GroupSpec { params: params("alone", 99, 150), sync_group: None }))
+        .map(|i| GroupSpec {
+            params: params(&format!("m{i}"), 10 + i as u8, 150),
+            sync_group: Some(0),
+        })
+        .chain(std::iter::once(GroupSpec {
+            params: params("alone", 99, 150),
+            sync_group: None,
+        }))
         .collect();
-    Engine::new(groups, vec![SyncGroup { name: "MAIN".into(), members: vec![0, 1, 2, 3] }])
+    Engine::new(
+        groups,
+        vec![SyncGroup {
+            name: "MAIN".into(),
+            members: vec![0, 1, 2, 3],
+        }],
+    )
 }
 
 fn notifies(a: &[Action]) -> Vec<(NotifyTarget, NotifyState)> {
@@ -436,15 +506,34 @@ fn sync_group_moves_to_master_together_as_one_event() {
     let mut e = main_sync_group();
     e.start(t0);
     let a = drain(&mut e);
-    assert_eq!(notifies(&a), [(NotifyTarget::SyncGroup(0), NotifyState::Backup), (NotifyTarget::Group(4), NotifyState::Backup)]);
+    assert_eq!(
+        notifies(&a),
+        [
+            (NotifyTarget::SyncGroup(0), NotifyState::Backup),
+            (NotifyTarget::Group(4), NotifyState::Backup)
+        ]
+    );
     // Member 2 hears its master for a while; the others do not: when the first member's timer fires, all move.
     let mdi = e.router(0).master_down_interval();
     let a = run_until(&mut e, t0 + mdi);
     for m in 0..4 {
         assert_eq!(e.router(m).state(), State::Master, "member {m}");
     }
-    assert_eq!(notifies(&a).iter().filter(|n| n.0 == NotifyTarget::SyncGroup(0)).count(), 1);
-    assert!(a.iter().any(|x| matches!(x, Action::Transition { group: 1, reason: Reason::SyncGroup { .. }, .. })));
+    assert_eq!(
+        notifies(&a)
+            .iter()
+            .filter(|n| n.0 == NotifyTarget::SyncGroup(0))
+            .count(),
+        1
+    );
+    assert!(a.iter().any(|x| matches!(
+        x,
+        Action::Transition {
+            group: 1,
+            reason: Reason::SyncGroup { .. },
+            ..
+        }
+    )));
 }
 
 #[test]
@@ -460,9 +549,21 @@ fn sync_group_steps_down_together_when_one_member_hears_a_better_master() {
     for m in 0..4 {
         assert_eq!(e.router(m).state(), State::Backup, "member {m}");
     }
-    assert_eq!(e.router(4).state(), State::Master, "a group outside the sync group stays");
-    assert_eq!(notifies(&a), [(NotifyTarget::SyncGroup(0), NotifyState::Backup)]);
-    assert_eq!(a.iter().filter(|x| matches!(x, Action::RemoveAddresses { .. })).count(), 4);
+    assert_eq!(
+        e.router(4).state(),
+        State::Master,
+        "a group outside the sync group stays"
+    );
+    assert_eq!(
+        notifies(&a),
+        [(NotifyTarget::SyncGroup(0), NotifyState::Backup)]
+    );
+    assert_eq!(
+        a.iter()
+            .filter(|x| matches!(x, Action::RemoveAddresses { .. }))
+            .count(),
+        4
+    );
 }
 
 #[test]
@@ -479,7 +580,10 @@ fn sync_group_member_fault_faults_all_and_blocks_mastership() {
         assert_eq!(e.router(m).state(), State::Fault, "member {m}");
     }
     assert_eq!(sent_priorities(&a), [0, 0, 0, 0], "every master resigns");
-    assert_eq!(notifies(&a), [(NotifyTarget::SyncGroup(0), NotifyState::Fault)]);
+    assert_eq!(
+        notifies(&a),
+        [(NotifyTarget::SyncGroup(0), NotifyState::Fault)]
+    );
     // Link back: all members restart as BACKUP, once notified.
     let t2 = t + Duration::from_secs(1);
     e.handle_link(t2, 1, true);
@@ -487,7 +591,10 @@ fn sync_group_member_fault_faults_all_and_blocks_mastership() {
     for m in 0..4 {
         assert_eq!(e.router(m).state(), State::Backup, "member {m}");
     }
-    assert_eq!(notifies(&a), [(NotifyTarget::SyncGroup(0), NotifyState::Backup)]);
+    assert_eq!(
+        notifies(&a),
+        [(NotifyTarget::SyncGroup(0), NotifyState::Backup)]
+    );
 }
 
 #[test]

@@ -21,7 +21,11 @@ impl Centis {
 
     /// A non-zero value that fits in 12 bits.
     pub const fn new(cs: u16) -> Option<Centis> {
-        if cs == 0 || cs > 4095 { None } else { Some(Centis(cs)) }
+        if cs == 0 || cs > 4095 {
+            None
+        } else {
+            Some(Centis(cs))
+        }
     }
 
     /// The value as received on the wire. Zero is legal in a packet but meaningless as an
@@ -93,9 +97,15 @@ mod tests {
         let skew = skew_time(100, Centis::new(100).unwrap());
         assert_eq!(skew, Duration::from_micros(609_375));
         // priority 200 at 10 ms: (56 * 1) / 256 cs = 2.1875 ms, not truncated to 0
-        assert_eq!(skew_time(200, Centis::new(1).unwrap()), Duration::from_nanos(2_187_500));
+        assert_eq!(
+            skew_time(200, Centis::new(1).unwrap()),
+            Duration::from_nanos(2_187_500)
+        );
         // priority 255: 1/256 of the interval
-        assert_eq!(skew_time(255, Centis::new(100).unwrap()), Duration::from_nanos(3_906_250));
+        assert_eq!(
+            skew_time(255, Centis::new(100).unwrap()),
+            Duration::from_nanos(3_906_250)
+        );
     }
 
     #[test]
@@ -103,17 +113,38 @@ mod tests {
         let mdi = master_down_interval(100, Centis::new(100).unwrap());
         assert_eq!(mdi, Duration::from_micros(3_609_375));
         // A higher priority times out sooner: the skew makes the best backup win.
-        assert!(master_down_interval(200, Centis::new(10).unwrap()) < master_down_interval(100, Centis::new(10).unwrap()));
+        assert!(
+            master_down_interval(200, Centis::new(10).unwrap())
+                < master_down_interval(100, Centis::new(10).unwrap())
+        );
     }
 
     #[test]
     fn centis_conversions() {
-        assert_eq!(Centis::from_duration(Duration::from_millis(10)), Ok(Centis(1)));
-        assert_eq!(Centis::from_duration(Duration::from_millis(5)), Err(CentisError::NotMultiple));
-        assert_eq!(Centis::from_duration(Duration::from_millis(15)), Err(CentisError::NotMultiple));
-        assert_eq!(Centis::from_duration(Duration::ZERO), Err(CentisError::OutOfRange));
-        assert_eq!(Centis::from_duration(Duration::from_millis(40_950)), Ok(Centis::MAX));
-        assert_eq!(Centis::from_duration(Duration::from_millis(40_960)), Err(CentisError::OutOfRange));
+        assert_eq!(
+            Centis::from_duration(Duration::from_millis(10)),
+            Ok(Centis(1))
+        );
+        assert_eq!(
+            Centis::from_duration(Duration::from_millis(5)),
+            Err(CentisError::NotMultiple)
+        );
+        assert_eq!(
+            Centis::from_duration(Duration::from_millis(15)),
+            Err(CentisError::NotMultiple)
+        );
+        assert_eq!(
+            Centis::from_duration(Duration::ZERO),
+            Err(CentisError::OutOfRange)
+        );
+        assert_eq!(
+            Centis::from_duration(Duration::from_millis(40_950)),
+            Ok(Centis::MAX)
+        );
+        assert_eq!(
+            Centis::from_duration(Duration::from_millis(40_960)),
+            Err(CentisError::OutOfRange)
+        );
         assert_eq!(Centis::from_wire(0xf064), Centis(100));
         assert_eq!(Centis::from_wire(0), Centis(1));
         assert_eq!(Centis::new(4096), None);

@@ -272,7 +272,13 @@ impl Lab {
             .into_iter()
             .flatten()
             .flat_map(|link| link["addr_info"].as_array().into_iter().flatten())
-            .filter_map(|a| Some(format!("{}/{}", a["local"].as_str()?, a["prefixlen"].as_u64()?)))
+            .filter_map(|a| {
+                Some(format!(
+                    "{}/{}",
+                    a["local"].as_str()?,
+                    a["prefixlen"].as_u64()?
+                ))
+            })
             .collect()
     }
 
@@ -341,8 +347,8 @@ impl Lab {
         let log_file =
             File::create(&log).unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
         let log_file2 = log_file.try_clone().expect("cloning the log file handle");
-        let rust_log = std::env::var("VRRPD_LAB_RUST_LOG")
-            .unwrap_or_else(|_| "vrrpd=debug,info".to_string());
+        let rust_log =
+            std::env::var("VRRPD_LAB_RUST_LOG").unwrap_or_else(|_| "vrrpd=debug,info".to_string());
         let bin = vrrpd_bin();
         // `ip netns exec` execs the command: the child's pid is vrrpd's.
         let child = Command::new("ip")
@@ -414,8 +420,12 @@ impl Lab {
             .ok_or_else(|| anyhow!("show groups on {router} is not an array: {groups}"))?;
         list.iter()
             .map(|g| {
-                let name = g["name"].as_str().ok_or_else(|| anyhow!("group without name: {g}"))?;
-                let state = g["state"].as_str().ok_or_else(|| anyhow!("group without state: {g}"))?;
+                let name = g["name"]
+                    .as_str()
+                    .ok_or_else(|| anyhow!("group without name: {g}"))?;
+                let state = g["state"]
+                    .as_str()
+                    .ok_or_else(|| anyhow!("group without state: {g}"))?;
                 Ok((name.to_string(), state.to_string()))
             })
             .collect()
@@ -459,7 +469,11 @@ impl Lab {
         for d in &daemons {
             d.sigkill();
             if d.wait_exit(Duration::from_secs(5)).is_none() {
-                eprintln!("lab {}: vrrpd pid {} did not exit after SIGKILL", self.prefix, d.pid());
+                eprintln!(
+                    "lab {}: vrrpd pid {} did not exit after SIGKILL",
+                    self.prefix,
+                    d.pid()
+                );
             }
         }
         // Captured by the test harness: shown only when the test fails (or with --nocapture).
@@ -473,12 +487,14 @@ impl Lab {
                 tail(&d.log(), LOG_LINES)
             );
         }
-        let out = Command::new(lab_script()).args(["down", &self.prefix]).output();
+        let out = Command::new(lab_script())
+            .args(["down", &self.prefix])
+            .output();
         let keep = std::thread::panicking() || std::env::var_os("VRRPD_LAB_KEEP").is_some();
-        if let Some(dir) = self.dir.take() {
-            if keep {
-                eprintln!("lab {}: kept {}", self.prefix, dir.keep().display());
-            }
+        if let Some(dir) = self.dir.take()
+            && keep
+        {
+            eprintln!("lab {}: kept {}", self.prefix, dir.keep().display());
         }
         let out = out.context("running lab.sh down")?;
         if !out.status.success() {
@@ -660,7 +676,10 @@ pub struct RouterConfig {
 impl RouterConfig {
     /// The demo config: all four groups in sync group `MAIN`, adverts every 100 ms.
     pub fn new(router: &str, priority: u8) -> RouterConfig {
-        assert!(ROUTERS.contains(&router), "router must be a or b, got {router:?}");
+        assert!(
+            ROUTERS.contains(&router),
+            "router must be a or b, got {router:?}"
+        );
         RouterConfig {
             router: router.to_string(),
             priority,
@@ -708,7 +727,10 @@ impl RouterConfig {
 
     pub fn groups(mut self, names: &[&str]) -> Self {
         for n in names {
-            assert!(STD_GROUPS.iter().any(|g| g.name == *n), "unknown lab group {n:?}");
+            assert!(
+                STD_GROUPS.iter().any(|g| g.name == *n),
+                "unknown lab group {n:?}"
+            );
         }
         self.groups = names.iter().map(|s| s.to_string()).collect();
         self
@@ -729,9 +751,16 @@ impl RouterConfig {
         let peer = usize::from(self.router == "a"); // index of the other router
         let mut s = String::new();
         let _ = writeln!(s, "[daemon]");
-        let _ = writeln!(s, "router-id = {}", toml_str(&format!("edge-{}", self.router)));
+        let _ = writeln!(
+            s,
+            "router-id = {}",
+            toml_str(&format!("edge-{}", self.router))
+        );
         let _ = writeln!(s, "socket = {}", toml_str(&socket.to_string_lossy()));
-        for g in STD_GROUPS.iter().filter(|g| self.groups.iter().any(|n| n == g.name)) {
+        for g in STD_GROUPS
+            .iter()
+            .filter(|g| self.groups.iter().any(|n| n == g.name))
+        {
             let _ = writeln!(s, "\n[group.{}]", g.name);
             let _ = writeln!(s, "interface = {}", toml_str(g.interface));
             let _ = writeln!(s, "vrid = {}", g.vrid);
@@ -845,5 +874,9 @@ fn lab_prefix_pid(prefix: &str) -> Option<u32> {
     let rest = rest.trim_start_matches(|c: char| c.is_ascii_lowercase());
     let (pid, n) = rest.split_once('p')?;
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    if digits(pid) && digits(n) { pid.parse().ok() } else { None }
+    if digits(pid) && digits(n) {
+        pid.parse().ok()
+    } else {
+        None
+    }
 }
