@@ -318,3 +318,48 @@ fn unicast_peers_work_where_multicast_is_blocked() {
     })
     .expect("with multicast blocked and no unicast peers, both become MASTER");
 }
+
+#[test]
+fn accept_mode_decides_whether_the_master_answers_on_its_vips() {
+    // RFC 5798 §6.4.3: with Accept_Mode off (the default) a non-owner master forwards through
+    // the VIPs but does not accept packets addressed to them.
+    let lab = Lab::up("acc").expect("lab up");
+    let (a, _) = elected(
+        &lab,
+        RouterConfig::new("a", 200),
+        RouterConfig::new("b", 100),
+    );
+    assert!(
+        lab.ping("client", SERVER4, 2, Duration::from_secs(3)),
+        "forwarding through the VIP works"
+    );
+    assert!(
+        !lab.ping("client", lab::LAN_VIP4, 2, Duration::from_secs(2)),
+        "the VIP itself does not answer"
+    );
+    assert!(
+        !lab.ping("client", lab::LAN_VIP6, 2, Duration::from_secs(2)),
+        "nor the IPv6 VIP"
+    );
+    a.sigterm();
+    a.wait_exit(Duration::from_secs(5)).expect("a stops");
+    let tables =
+        String::from_utf8_lossy(&lab.exec("a", &["nft", "list", "tables"]).stdout).into_owned();
+    assert!(
+        !tables.contains("vrrpd"),
+        "the filter is removed on shutdown: {tables}"
+    );
+    drop(lab);
+
+    let lab = Lab::up("accon").expect("lab up");
+    elected(
+        &lab,
+        RouterConfig::new("a", 200).accept(true),
+        RouterConfig::new("b", 100).accept(true),
+    );
+    assert!(
+        lab.ping("client", lab::LAN_VIP4, 2, Duration::from_secs(3)),
+        "accept = true: the VIP answers"
+    );
+    assert!(lab.ping("client", lab::LAN_VIP6, 2, Duration::from_secs(3)));
+}

@@ -1,6 +1,7 @@
 //! The driver: feeds the protocol core with packets, link events and time, and carries out the
 //! actions it returns, in order, with sockets and netlink.
 
+mod accept;
 mod hooks;
 mod setup;
 mod status;
@@ -49,6 +50,7 @@ pub struct Daemon {
     sockets: Vec<SocketRuntime>,
     announcers: Vec<Announcer>,
     hooks: Option<HookWorker>,
+    accept_filter: Option<accept::AcceptFilter>,
     /// Link state by interface name: own interfaces and tracked ones.
     links: std::collections::HashMap<String, bool>,
     /// Drops not attributable to a configured group, by reason.
@@ -83,12 +85,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         sockets: Vec::new(),
         announcers: Vec::new(),
         hooks: Some(HookWorker::spawn()),
+        accept_filter: None,
         links: resolved.links,
         unattributed_drops: Default::default(),
         started_at: SystemTime::now(),
         config,
     };
     daemon.remove_stale_addresses().await;
+    // RFC 5798 §6.4.3: without Accept_Mode a master that is not the owner drops traffic to the VIPs.
+    let no_accept: Vec<ipnet::IpNet> = daemon
+        .groups
+        .iter()
+        .filter(|g| !g.config.accept && g.config.priority != 255)
+        .flat_map(|g| g.config.addresses.iter().copied())
+        .collect();
+    daemon.accept_filter = Some(accept::AcceptFilter::install(&no_accept).await);
     daemon.open_io(&resolved.sockets, &events_tx)?;
     drop(events_tx);
 
@@ -482,6 +493,9 @@ impl Daemon {
                     tracing::warn!(link = %g.vip_link_name, "could not delete the vmac link: {e}");
                 }
             }
+        }
+        if let Some(filter) = self.accept_filter.take() {
+            filter.remove().await;
         }
         if let Some(hooks) = self.hooks.take() {
             hooks.finish(Duration::from_secs(10)).await;
