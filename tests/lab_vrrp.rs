@@ -363,3 +363,63 @@ fn accept_mode_decides_whether_the_master_answers_on_its_vips() {
     );
     assert!(lab.ping("client", lab::LAN_VIP6, 2, Duration::from_secs(3)));
 }
+
+#[test]
+fn transition_scripts_run_once_per_sync_group_move_and_metrics_are_served() {
+    let lab = Lab::up("hook").expect("lab up");
+    let record = lab.dir().join("hooks.log");
+    let script = lab.dir().join("hook.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$1 $2 $VRRPD_STATE\" >> {}\n",
+            record.display()
+        ),
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(&script)
+        .status()
+        .unwrap();
+    let s = script.display();
+    let cfg = RouterConfig::new("a", 200).extra(&format!(
+        "\n[sync-group.MAIN.transition-script]\nmaster = \"{s}\"\nbackup = \"{s}\"\nfault = \"{s}\"\nstop = \"{s}\"\n"
+    ));
+    let text = lab
+        .router_config(&cfg)
+        .replace("[daemon]\n", "[daemon]\nmetrics = \"127.0.0.1:9469\"\n");
+    let a = lab.start_vrrpd("a", &text);
+    lab.start_router(&RouterConfig::new("b", 100));
+    lab.wait_until(Duration::from_secs(10), || {
+        all_in(&lab, "a", "MASTER") && all_in(&lab, "b", "BACKUP")
+    })
+    .expect("a MASTER");
+
+    let scrape = lab.exec(
+        "a",
+        &["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9469; printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3"],
+    );
+    let metrics = String::from_utf8_lossy(&scrape.stdout).into_owned();
+    assert!(metrics.starts_with("HTTP/1.0 200 OK"), "{metrics}");
+    assert!(
+        metrics.contains("vrrpd_group_state{group=\"lan-v4\",state=\"MASTER\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("vrrpd_adverts_tx_total{group=\"wan-v6\"}"),
+        "{metrics}"
+    );
+
+    a.sigterm();
+    a.wait_exit(Duration::from_secs(10)).expect("a stops");
+    let calls = std::fs::read_to_string(&record).unwrap_or_default();
+    let calls: Vec<&str> = calls.lines().collect();
+    // Four groups, but one call per move of the sync group: BACKUP at start, MASTER, stop.
+    assert_eq!(
+        calls,
+        ["backup MAIN backup", "master MAIN master", "stop MAIN stop"],
+        "{}",
+        a.log()
+    );
+}

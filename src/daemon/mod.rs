@@ -77,6 +77,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (events_tx, mut events) = mpsc::channel::<Event>(1024);
     let listener = bind_control_socket(&config.daemon.socket)?;
     spawn_control_server(listener, events_tx.clone());
+    if let Some(addr) = config.daemon.metrics {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("daemon.metrics: binding {addr}"))?;
+        spawn_metrics_server(listener, events_tx.clone());
+    }
+    if config.conntrack_sync.is_some() {
+        tracing::warn!(
+            "[conntrack-sync] is configured but conntrack replication is not implemented in this version: no entries are replicated"
+        );
+    }
+    if config.bgp.is_some() {
+        tracing::warn!(
+            "[bgp] is configured but the BGP drivers are not implemented in this version: prepends are not changed"
+        );
+    }
 
     let mut daemon = Daemon {
         engine: Engine::new(resolved.specs, resolved.sync_groups),
@@ -182,6 +198,49 @@ fn spawn_control_server(listener: UnixListener, events: mpsc::Sender<Event>) {
                 if let Ok(response) = answer.await {
                     let _ = control::write_frame(&mut stream, &response).await;
                 }
+            });
+        }
+    });
+}
+
+/// Prometheus text exposition over plain HTTP/1.0: every request gets the current counters.
+fn spawn_metrics_server(listener: tokio::net::TcpListener, events: mpsc::Sender<Event>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let events = events.clone();
+            tokio::spawn(async move {
+                // The request itself does not matter; read what has arrived, bounded in size and time.
+                let mut buf = [0u8; 2048];
+                let _ = tokio::time::timeout(control::IO_TIMEOUT, stream.read(&mut buf)).await;
+                let (reply, answer) = oneshot::channel();
+                if events
+                    .send(Event::Control {
+                        request: Request::ShowGroups,
+                        reply,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                let body = match answer.await {
+                    Ok(Response::Groups(groups)) => control::render::prometheus(&groups),
+                    _ => return,
+                };
+                let head = format!(
+                    "HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n",
+                    body.len()
+                );
+                let write = async {
+                    stream.write_all(head.as_bytes()).await?;
+                    stream.write_all(body.as_bytes()).await?;
+                    stream.shutdown().await
+                };
+                let _ = tokio::time::timeout(control::IO_TIMEOUT, write).await;
             });
         }
     });
