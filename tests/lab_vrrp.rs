@@ -427,3 +427,69 @@ fn transition_scripts_run_once_per_sync_group_move_and_metrics_are_served() {
         a.log()
     );
 }
+
+#[test]
+fn vmac_puts_the_vips_on_a_macvlan_with_the_virtual_mac() {
+    let lab = Lab::up("vmac").expect("lab up");
+    let v4 = ["lan-v4", "wan-v4"];
+    let render = |cfg: RouterConfig| {
+        lab.router_config(&cfg.groups(&v4))
+            .replace("[group.lan-v4]\n", "[group.lan-v4]\nvmac = true\n")
+            .replace("[group.wan-v4]\n", "[group.wan-v4]\nvmac = true\n")
+    };
+    lab.start_vrrpd("a", &render(RouterConfig::new("a", 200)));
+    let b = lab.start_vrrpd("b", &render(RouterConfig::new("b", 100)));
+    let two = |router: &str, state: &str| {
+        lab.group_states(router)
+            .is_ok_and(|s| s.len() == 2 && s.values().all(|v| v == state))
+    };
+    lab.wait_until(Duration::from_secs(10), || {
+        two("a", "MASTER") && two("b", "BACKUP")
+    })
+    .expect("a MASTER");
+    // RFC 5798 §7.3: 00-00-5E-00-01-{VRID}; VRID 21 = 0x15.
+    assert_eq!(lab.link("a", "vrrp4.21")["address"], "00:00:5e:00:01:15");
+    assert!(
+        lab.addresses("a", "vrrp4.21")
+            .iter()
+            .any(|a| a == "10.76.2.1/24")
+    );
+    assert!(lab.ping("client", SERVER4, 2, Duration::from_secs(3)));
+    let neighbour = |lab: &Lab| {
+        String::from_utf8_lossy(
+            &lab.exec("client", &["ip", "neigh", "show", "10.76.2.1"])
+                .stdout,
+        )
+        .into_owned()
+    };
+    assert!(
+        neighbour(&lab).contains("00:00:5e:00:01:15"),
+        "client resolved the VIP to the vmac: {}",
+        neighbour(&lab)
+    );
+
+    lab.cut("a", "all");
+    lab.wait_until(Duration::from_secs(5), || two("b", "MASTER"))
+        .expect("b takes over");
+    assert!(
+        lab.addresses("b", "vrrp4.21")
+            .iter()
+            .any(|a| a == "10.76.2.1/24")
+    );
+    assert!(
+        lab.ping("client", SERVER4, 2, Duration::from_secs(3)),
+        "traffic resumes via b's vmac"
+    );
+    assert!(
+        neighbour(&lab).contains("00:00:5e:00:01:15"),
+        "the client's ARP entry did not need to change"
+    );
+
+    b.sigterm();
+    b.wait_exit(Duration::from_secs(5)).expect("b stops");
+    let links = String::from_utf8_lossy(&lab.exec("b", &["ip", "-br", "link"]).stdout).into_owned();
+    assert!(
+        !links.contains("vrrp4."),
+        "the macvlans are removed on shutdown: {links}"
+    );
+}
