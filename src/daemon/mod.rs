@@ -19,9 +19,9 @@ use crate::control::{self, Request, Response};
 use crate::net::announce::Announcer;
 use crate::net::socket::{RxPacket, VrrpSocket};
 use crate::netlink::{LinkMonitorEvent, Netlink};
-use crate::proto::engine::{Action, Engine, NotifyTarget};
+use crate::proto::engine::{Action, Engine, NotifyState, NotifyTarget};
 use crate::proto::packet::{Advert, VRRP_MCAST_V4, VRRP_MCAST_V6};
-use crate::proto::router::State;
+use crate::proto::router::{Reason, State};
 use crate::proto::{ChecksumForm, Family};
 
 use hooks::{HookJob, HookWorker};
@@ -169,6 +169,13 @@ fn bind_control_socket(path: &std::path::Path) -> anyhow::Result<UnixListener> {
     UnixListener::bind(path).with_context(|| format!("binding control socket {}", path.display()))
 }
 
+/// Hands a request to the main loop, which owns the state, and waits for its answer.
+async fn ask(events: &mpsc::Sender<Event>, request: Request) -> Option<Response> {
+    let (reply, answer) = oneshot::channel();
+    events.send(Event::Control { request, reply }).await.ok()?;
+    answer.await.ok()
+}
+
 fn spawn_control_server(listener: UnixListener, events: mpsc::Sender<Event>) {
     tokio::spawn(async move {
         loop {
@@ -187,15 +194,7 @@ fn spawn_control_server(listener: UnixListener, events: mpsc::Sender<Event>) {
                             return;
                         }
                     };
-                let (reply, answer) = oneshot::channel();
-                if events
-                    .send(Event::Control { request, reply })
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                if let Ok(response) = answer.await {
+                if let Some(response) = ask(&events, request).await {
                     let _ = control::write_frame(&mut stream, &response).await;
                 }
             });
@@ -216,19 +215,9 @@ fn spawn_metrics_server(listener: tokio::net::TcpListener, events: mpsc::Sender<
                 // The request itself does not matter; read what has arrived, bounded in size and time.
                 let mut buf = [0u8; 2048];
                 let _ = tokio::time::timeout(control::IO_TIMEOUT, stream.read(&mut buf)).await;
-                let (reply, answer) = oneshot::channel();
-                if events
-                    .send(Event::Control {
-                        request: Request::ShowGroups,
-                        reply,
-                    })
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                let body = match answer.await {
-                    Ok(Response::Groups(groups)) => control::render::prometheus(&groups),
+
+                let body = match ask(&events, Request::ShowGroups).await {
+                    Some(Response::Groups(groups)) => control::render::prometheus(&groups),
                     _ => return,
                 };
                 let head = format!(
@@ -490,12 +479,7 @@ impl Daemon {
         }
     }
 
-    fn notify(
-        &self,
-        target: NotifyTarget,
-        state: crate::proto::engine::NotifyState,
-        reason: &crate::proto::router::Reason,
-    ) {
+    fn notify(&self, target: NotifyTarget, state: NotifyState, reason: &Reason) {
         let (name, script) = match target {
             NotifyTarget::SyncGroup(s) => {
                 let name = &self.engine.sync_groups()[s].name;
@@ -507,10 +491,10 @@ impl Daemon {
                     .find(|sg| &sg.name == name)
                     .map(|sg| &sg.scripts);
                 let script = scripts.and_then(|s| match state {
-                    crate::proto::engine::NotifyState::Master => s.master.clone(),
-                    crate::proto::engine::NotifyState::Backup => s.backup.clone(),
-                    crate::proto::engine::NotifyState::Fault => s.fault.clone(),
-                    crate::proto::engine::NotifyState::Stop => s.stop.clone(),
+                    NotifyState::Master => s.master.clone(),
+                    NotifyState::Backup => s.backup.clone(),
+                    NotifyState::Fault => s.fault.clone(),
+                    NotifyState::Stop => s.stop.clone(),
                 });
                 (name.clone(), script)
             }
