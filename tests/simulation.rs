@@ -226,7 +226,7 @@ fn scenario(rng: &mut Rng, n: usize, interval: Duration) -> (Vec<(Duration, Chao
     let mut out = Vec::new();
     let mut t = Duration::ZERO;
     let mut running = vec![true; n];
-    let chaos_end = interval * 60;
+    let chaos_end = interval * 200;
     loop {
         t += interval * (1 + rng.below(8) as u32) + Duration::from_micros(rng.below(10_000));
         if t >= chaos_end {
@@ -338,6 +338,13 @@ fn run_seed(seed: u64) -> Result<(), String> {
                 ),
             );
         }
+    }
+    if std::env::var_os("VRRPD_SIM_STATS").is_some() {
+        eprintln!(
+            "seed {seed}: n={n} interval={interval} chaos events={} adverts delivered={}",
+            chaos.len(),
+            sim.seq
+        );
     }
     // And it stays that way.
     sim.run(&[], settle + interval.as_duration() * 20);
