@@ -415,6 +415,13 @@ impl VirtualRouter {
         // learning bridge) learns who the master is without waiting for the Adver_Timer.
         self.send_advert(self.params.priority, effects);
         self.adver_timer = Some(now + self.params.advertise_interval.as_duration());
+        // A lower-priority master means a split brain just healed: hosts may have the other
+        // router's MAC for our addresses. Announce again (as keepalived does), one burst at a time.
+        if self.announce_timer.is_none() {
+            effects.push(Effect::Announce);
+            self.announces_left = ANNOUNCE_REPEATS;
+            self.announce_timer = Some(now + ANNOUNCE_SPACING);
+        }
         None
     }
 

@@ -327,6 +327,37 @@ fn rfc9568_6_4_3_master_answers_lower_priority_advert_at_once() {
 }
 
 #[test]
+fn master_hearing_a_lower_master_announces_again_once_per_burst() {
+    let (mut e, t) = master_engine(150);
+    // Let the announce burst of becoming master run out.
+    let t = t + Duration::from_secs(5);
+    run_until(&mut e, t);
+    let announces = |a: &[Action]| {
+        a.iter()
+            .filter(|x| matches!(x, Action::Announce { .. }))
+            .count()
+    };
+    e.handle_advert(t, 0, &advert_from(PEER_HIGH, 1, 100, 100));
+    assert_eq!(
+        announces(&drain(&mut e)),
+        1,
+        "a healed split brain re-announces the VIPs"
+    );
+    // A second lower advert inside the burst does not start another one.
+    e.handle_advert(
+        t + Duration::from_millis(100),
+        0,
+        &advert_from(PEER_HIGH, 1, 100, 100),
+    );
+    assert_eq!(announces(&drain(&mut e)), 0);
+    assert_eq!(
+        announces(&run_until(&mut e, t + Duration::from_secs(3))),
+        2,
+        "then the usual repeats"
+    );
+}
+
+#[test]
 fn rfc5798_6_4_3_master_answers_priority_zero_with_an_advert() {
     let (mut e, t) = master_engine(150);
     e.handle_advert(t, 0, &advert_from(PEER_HIGH, 1, 0, 100));
