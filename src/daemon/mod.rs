@@ -180,6 +180,8 @@ fn spawn_control_server(listener: UnixListener, events: mpsc::Sender<Event>) {
     tokio::spawn(async move {
         loop {
             let Ok((mut stream, _)) = listener.accept().await else {
+                // Out of descriptors or similar: back off instead of spinning.
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             };
             let events = events.clone();
@@ -208,6 +210,8 @@ fn spawn_metrics_server(listener: tokio::net::TcpListener, events: mpsc::Sender<
     tokio::spawn(async move {
         loop {
             let Ok((mut stream, _)) = listener.accept().await else {
+                // Out of descriptors or similar: back off instead of spinning.
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             };
             let events = events.clone();
