@@ -39,6 +39,15 @@ fn single(p: RouterParams) -> Engine {
     )
 }
 
+/// A single group, started, with its start-up actions consumed.
+fn started(p: RouterParams) -> (Engine, Instant) {
+    let t0 = Instant::now();
+    let mut e = single(p);
+    e.start(t0);
+    drain(&mut e);
+    (e, t0)
+}
+
 fn advert_from(source: IpAddr, vrid: u8, priority: u8, interval_cs: u16) -> Received {
     Received {
         advert: Advert {
@@ -129,10 +138,7 @@ fn rfc5798_6_4_1_non_owner_starts_as_backup_with_master_down_interval() {
 
 #[test]
 fn rfc5798_6_4_2_master_down_timer_makes_backup_master() {
-    let t0 = Instant::now();
-    let mut e = single(params("g", 1, 100));
-    e.start(t0);
-    drain(&mut e);
+    let (mut e, t0) = started(params("g", 1, 100));
     let mdi = e.router(0).master_down_interval();
     // Nothing happens a nanosecond early.
     assert!(run_until(&mut e, t0 + mdi - Duration::from_nanos(1)).is_empty());
@@ -153,10 +159,7 @@ fn rfc5798_6_4_2_master_down_timer_makes_backup_master() {
 
 #[test]
 fn rfc5798_6_4_2_backup_learns_master_adver_interval_and_resets_timer() {
-    let t0 = Instant::now();
-    let mut e = single(params("g", 1, 100));
-    e.start(t0);
-    drain(&mut e);
+    let (mut e, t0) = started(params("g", 1, 100));
     let t1 = t0 + Duration::from_millis(500);
     e.handle_advert(t1, 0, &advert_from(PEER_HIGH, 1, 200, 20));
     let r = e.router(0);
@@ -170,10 +173,7 @@ fn rfc5798_6_4_2_backup_learns_master_adver_interval_and_resets_timer() {
 
 #[test]
 fn rfc5798_6_4_2_priority_zero_sets_master_down_timer_to_skew_time() {
-    let t0 = Instant::now();
-    let mut e = single(params("g", 1, 100));
-    e.start(t0);
-    drain(&mut e);
+    let (mut e, t0) = started(params("g", 1, 100));
     e.handle_advert(t0, 0, &advert_from(PEER_HIGH, 1, 200, 100));
     let t1 = t0 + Duration::from_millis(300);
     e.handle_advert(t1, 0, &advert_from(PEER_HIGH, 1, 0, 100));
@@ -189,10 +189,7 @@ fn rfc5798_6_4_2_priority_zero_sets_master_down_timer_to_skew_time() {
 
 #[test]
 fn rfc5798_6_4_2_preempting_backup_discards_lower_priority_adverts() {
-    let t0 = Instant::now();
-    let mut e = single(params("g", 1, 150));
-    e.start(t0);
-    drain(&mut e);
+    let (mut e, t0) = started(params("g", 1, 150));
     let mdi = e.router(0).master_down_interval();
     // A lower-priority master keeps advertising; we ignore it and take over at Master_Down_Interval.
     let mut t = t0;
@@ -249,10 +246,7 @@ fn preempt_delay_follows_lower_master_until_the_delay_has_passed() {
 
 #[test]
 fn rfc5798_6_4_3_master_sends_advert_every_interval() {
-    let t0 = Instant::now();
-    let mut e = single(params("g", 1, 255));
-    e.start(t0);
-    drain(&mut e);
+    let (mut e, t0) = started(params("g", 1, 255));
     let a = run_until(&mut e, t0 + Duration::from_millis(3050));
     assert_eq!(sent_priorities(&a), [255, 255, 255]);
     assert_eq!(e.router(0).stats().adverts_tx, 4);
@@ -399,10 +393,7 @@ fn rfc5798_6_4_3_shutdown_sends_priority_zero_and_removes_addresses() {
 
 #[test]
 fn rfc5798_6_4_2_backup_shutdown_sends_nothing() {
-    let t0 = Instant::now();
-    let mut e = single(params("g", 1, 100));
-    e.start(t0);
-    drain(&mut e);
+    let (mut e, t0) = started(params("g", 1, 100));
     e.shutdown(t0);
     let a = drain(&mut e);
     assert!(sent_priorities(&a).is_empty());
@@ -411,10 +402,7 @@ fn rfc5798_6_4_2_backup_shutdown_sends_nothing() {
 
 #[test]
 fn rfc5798_7_1_address_owner_discards_adverts() {
-    let t0 = Instant::now();
-    let mut e = single(params("g", 1, 255));
-    e.start(t0);
-    drain(&mut e);
+    let (mut e, t0) = started(params("g", 1, 255));
     e.handle_advert(t0, 0, &advert_from(PEER_HIGH, 1, 255, 100));
     assert_eq!(e.router(0).state(), State::Master);
     assert_eq!(e.router(0).stats().invalid_rx.get("local-owner"), Some(&1));
@@ -423,10 +411,7 @@ fn rfc5798_7_1_address_owner_discards_adverts() {
 
 #[test]
 fn rfc5798_7_1_address_mismatch_is_counted_not_dropped() {
-    let t0 = Instant::now();
-    let mut e = single(params("g", 1, 100));
-    e.start(t0);
-    drain(&mut e);
+    let (mut e, t0) = started(params("g", 1, 100));
     let mut rx = advert_from(PEER_HIGH, 1, 200, 100);
     rx.advert.addresses = vec![IpAddr::V4(Ipv4Addr::new(10, 0, 0, 99))];
     e.handle_advert(t0, 0, &rx);
