@@ -422,9 +422,15 @@ impl Frr {
 
         let pathspace = format!("{}-{router}", lab.prefix());
         let dir = Path::new(FRR_RUN).join(&pathspace);
+        // The package makes FRR_RUN (frr:frr); where it is missing, make it as it would.
+        let mut made = Vec::new();
+        if !Path::new(FRR_RUN).exists() {
+            made.push(Path::new(FRR_RUN));
+        }
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        made.push(dir.as_path());
         // The daemons drop to FRR's user; their sockets, pid files and logs go here.
-        for d in [Path::new(FRR_RUN), dir.as_path()] {
+        for d in made {
             let status = Command::new("chown").arg("frr:frr").arg(d).status()?;
             if !status.success() {
                 bail!("chown frr:frr {} failed", d.display());
