@@ -275,8 +275,9 @@ pub fn check_clean_exchange<P: Peer>(pair: &Pair<P>, low: Side) -> Result<()> {
             Err(_) => {}
         }
         ensure!(
-            vrrpd_stat(&pair.lab, g, "invalid-rx") == 0,
-            "vrrpd dropped packets: {}",
+            vrrpd_stat(&pair.lab, g, "invalid-rx") == 0
+                && vrrpd_stat(&pair.lab, g, "address-mismatch-rx") == 0,
+            "vrrpd dropped packets or saw other addresses: {}",
             vrrpd_group(&pair.lab, g)?
         );
     }

@@ -20,7 +20,7 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
@@ -276,7 +276,7 @@ impl Drop for Keepalived {
             self.ns,
             self.pid,
             self.log.display(),
-            tail(&self.log(), LOG_LINES)
+            tail(&without(&self.log(), &["Printing VRRP as json"]), LOG_LINES)
         );
     }
 }
@@ -612,6 +612,8 @@ impl Drop for Frr {
                 read_lossy(&self.dir.join(format!("{daemon}.out"))),
                 read_lossy(&self.dir.join(format!("{daemon}.log")))
             );
+            // Without hex dumps and the retries FRR logs for the address family it does not run.
+            let log = without(&log, &["[Q79JG-SJBP4]", "Refusing to start Virtual Router"]);
             eprintln!(
                 "===== FRR {daemon} in {}, last {LOG_LINES} lines =====\n{}",
                 self.ns,
@@ -663,6 +665,14 @@ fn signal_child(child: &Mutex<Child>, pid: u32, sig: &str) {
     }
 }
 
+/// `text` without the lines containing any of `noise`.
+fn without(text: &str, noise: &[&str]) -> String {
+    text.lines()
+        .filter(|l| !noise.iter().any(|n| l.contains(n)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn read_lossy(path: &Path) -> String {
     fs::read(path)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
@@ -679,24 +689,4 @@ fn process_in_namespace(pid: u32, ns: &str) -> bool {
                 .split_whitespace()
                 .any(|p| p == pid.to_string())
         })
-}
-
-/// Polls `f` until it returns `Some`, or fails after `timeout` with the last error.
-pub fn poll<T>(
-    timeout: Duration,
-    mut f: impl FnMut() -> Result<Option<T>>,
-) -> Result<(T, Duration)> {
-    let start = Instant::now();
-    let mut last = None;
-    loop {
-        match f() {
-            Ok(Some(v)) => return Ok((v, start.elapsed())),
-            Ok(None) => {}
-            Err(e) => last = Some(e),
-        }
-        if start.elapsed() >= timeout {
-            return Err(anyhow!("not within {timeout:?}; last error: {last:?}"));
-        }
-        std::thread::sleep(super::POLL);
-    }
 }
