@@ -7,8 +7,9 @@ mod lab;
 use std::time::Duration;
 
 use lab::interop::{
-    Checksum, GROUPS, SETTLE, Side, equal_priority_tie_break, failover_and_back, pair,
-    peer_graceful_stop, rfc9568_findings, start_vrrpd, vrrpd_graceful_stop, wait_master,
+    Checksum, GROUPS, SETTLE, Side, equal_priority_tie_break, failover_and_back, pair, pair_with,
+    peer_graceful_stop, rfc9568_findings, start_vrrpd, vrrpd_config_with_v4_source,
+    vrrpd_graceful_stop, wait_master,
 };
 use lab::peers::{Keepalived, Peer};
 
@@ -105,4 +106,18 @@ fn equal_priority_tie_break_agrees_with_keepalived() {
     let winners = equal_priority_tie_break(&p).unwrap();
     // IPv4: keepalived's 10.76.2.3 is above vrrpd's 10.76.2.2.
     assert_eq!(winners[0].1, Side::Peer);
+}
+
+/// The other way round on IPv4: vrrpd advertises from 10.76.2.4 (`hello-source-address`),
+/// above the peer's 10.76.2.3.
+#[test]
+fn equal_priority_tie_break_agrees_with_keepalived_when_vrrpd_has_the_higher_address() {
+    let p = pair_with(
+        "katie2",
+        |lab| vrrpd_config_with_v4_source(lab, "10.76.2.4"),
+        100,
+        Keepalived::start,
+    );
+    let winners = equal_priority_tie_break(&p).unwrap();
+    assert_eq!(winners[0].1, Side::Vrrpd);
 }

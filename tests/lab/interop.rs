@@ -66,8 +66,25 @@ pub fn pair<P: Peer>(
     checksum: Checksum,
     start: impl FnOnce(&Lab, &str, &PeerConfig) -> Result<P>,
 ) -> Pair<P> {
+    pair_with(
+        hint,
+        |lab| vrrpd_config(lab, vrrpd_priority, checksum),
+        peer_priority,
+        start,
+    )
+}
+
+/// [`pair`] with vrrpd's config text made by `vrrpd_text` once the lab is up (it may also
+/// prepare router a).
+pub fn pair_with<P: Peer>(
+    hint: &str,
+    vrrpd_text: impl FnOnce(&Lab) -> String,
+    peer_priority: u8,
+    start: impl FnOnce(&Lab, &str, &PeerConfig) -> Result<P>,
+) -> Pair<P> {
     let lab = Lab::up(hint).expect("lab up");
-    let vrrpd = start_vrrpd(&lab, vrrpd_priority, checksum);
+    let text = vrrpd_text(&lab);
+    let vrrpd = lab.start_vrrpd("a", &text);
     let peer = start(
         &lab,
         "b",
@@ -75,6 +92,20 @@ pub fn pair<P: Peer>(
     )
     .expect("starting the peer");
     Pair { peer, vrrpd, lab }
+}
+
+/// vrrpd's config (priority 100) with lan-v4's adverts sent from `source`, which is added to
+/// router a's eth1 (as a secondary address).
+pub fn vrrpd_config_with_v4_source(lab: &Lab, source: &str) -> String {
+    lab.exec_ok(
+        "a",
+        &["ip", "addr", "add", &format!("{source}/24"), "dev", "eth1"],
+    );
+    vrrpd_config(lab, 100, Checksum::PseudoHeader).replacen(
+        "[group.lan-v4]\n",
+        &format!("[group.lan-v4]\nhello-source-address = \"{source}\"\n"),
+        1,
+    )
 }
 
 /// vrrpd's group object for `group`, from `show groups --json`.
@@ -420,11 +451,20 @@ pub fn equal_priority_tie_break<P: Peer>(pair: &Pair<P>) -> Result<Vec<(StdGroup
     pair.lab
         .wait_until(SETTLE, || roles(pair, "MASTER", "MASTER"))
         .map_err(|e| anyhow!("no split brain: {e}; {}", describe(pair)))?;
+    // As MASTER, vrrpd reports its own primary address as the master's.
+    let mut ours = Vec::new();
+    for g in &GROUPS {
+        let seen = vrrpd_group(&pair.lab, g)?["master-address"].clone();
+        let addr: IpAddr = seen
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| anyhow!("vrrpd's {} master-address {seen}", g.name))?;
+        ours.push(addr);
+    }
     pair.lab.restore("a", "lan");
 
     let mut winners = Vec::new();
-    for g in &GROUPS {
-        let ours: IpAddr = interface_primary(&pair.lab, "a", g)?.parse()?;
+    for (g, ours) in GROUPS.iter().zip(ours) {
         let theirs = peer_source(pair, g)?;
         let winner = if theirs > ours {
             Side::Peer
