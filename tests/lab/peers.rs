@@ -420,6 +420,7 @@ impl Frr {
             }
         }
 
+        remove_stale_pathspaces();
         let pathspace = format!("{}-{router}", lab.prefix());
         let dir = Path::new(FRR_RUN).join(&pathspace);
         // The package makes FRR_RUN (frr:frr); where it is missing, make it as it would.
@@ -624,6 +625,26 @@ impl Drop for Frr {
             let _ = fs::remove_dir_all(&self.dir);
         } else {
             eprintln!("FRR: kept {}", self.dir.display());
+        }
+    }
+}
+
+/// Removes pathspace directories (`FRR_RUN/<lab prefix>-<router>`) left by test processes that
+/// no longer exist; `lab.sh down` of their lab has stopped the daemons.
+fn remove_stale_pathspaces() {
+    let Ok(entries) = fs::read_dir(FRR_RUN) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .split_once('-')
+            .and_then(|(prefix, _router)| super::lab_prefix_pid(prefix))
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = fs::remove_dir_all(entry.path());
         }
     }
 }
