@@ -97,7 +97,7 @@ fn frr_daemon_stop_hands_over_to_vrrpd_with_priority_zero() {
 /// adverts and counts them as pseudo-header.
 #[test]
 fn frr_drops_rfc9568_ipv4_checksums() {
-    let p = pair("fr9568", 200, 100, Checksum::Rfc9568, Frr::start);
+    let p = pair("frnew", 200, 100, Checksum::Rfc9568, Frr::start);
     let f = rfc9568_findings(&p).unwrap();
     assert!(f.peer_checksum_drops >= 10, "{f:#?}");
     assert_eq!(f.peer_v4.adverts_rx, 0, "{f:#?}");
@@ -127,7 +127,7 @@ fn equal_priority_tie_break_agrees_with_frr() {
 #[test]
 fn equal_priority_tie_break_agrees_with_frr_when_vrrpd_has_the_higher_address() {
     let p = pair_with(
-        "frtie2",
+        "frtieb",
         |lab| vrrpd_config_with_v4_source(lab, "10.76.2.4"),
         100,
         Frr::start,

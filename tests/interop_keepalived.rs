@@ -83,7 +83,7 @@ fn keepalived_sigterm_hands_over_to_vrrpd_with_priority_zero() {
 /// vrrpd accepts keepalived's adverts and counts them as pseudo-header.
 #[test]
 fn keepalived_drops_rfc9568_ipv4_checksums() {
-    let p = pair("ka9568", 200, 100, Checksum::Rfc9568, Keepalived::start);
+    let p = pair("kanew", 200, 100, Checksum::Rfc9568, Keepalived::start);
     let f = rfc9568_findings(&p).unwrap();
     assert!(f.peer_checksum_drops >= 10, "{f:#?}");
     assert_eq!(f.peer_v4.adverts_rx, 0, "{f:#?}");
@@ -113,7 +113,7 @@ fn equal_priority_tie_break_agrees_with_keepalived() {
 #[test]
 fn equal_priority_tie_break_agrees_with_keepalived_when_vrrpd_has_the_higher_address() {
     let p = pair_with(
-        "katie2",
+        "katieb",
         |lab| vrrpd_config_with_v4_source(lab, "10.76.2.4"),
         100,
         Keepalived::start,
