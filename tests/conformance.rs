@@ -414,8 +414,12 @@ impl<'a> Replay<'a> {
                 match group_of(rx.advert.vrid) {
                     Some(g) => self.engine.handle_advert(now, g, &rx),
                     None => {
-                        writeln!(self.out, "  dropped: unknown-vrid (no group on {ifname})")
-                            .unwrap();
+                        writeln!(
+                            self.out,
+                            "  dropped: unknown-vrid (no {family} group with VRID {} on {ifname})",
+                            rx.advert.vrid
+                        )
+                        .unwrap();
                         *self.unattributed.entry("unknown-vrid").or_default() += 1;
                     }
                 }
@@ -778,7 +782,11 @@ fn table() -> Vec<Row> {
     for line in text.lines().filter(|l| l.starts_with("| `")) {
         let cols: Vec<&str> = line.split('|').map(str::trim).collect();
         // | id | section | requirement | applies | status | proof |
-        assert!(cols.len() >= 8, "README row has too few columns: {line}");
+        assert_eq!(
+            cols.len(),
+            8,
+            "README row must have 6 columns (no `|` inside a cell): {line}"
+        );
         let id = cols[1].trim_matches('`').to_string();
         let proof = cols[6];
         let cases = proof
