@@ -484,6 +484,15 @@ impl<'a> Replay<'a> {
         }
     }
 
+    fn target_name(&self, target: NotifyTarget) -> String {
+        match target {
+            NotifyTarget::SyncGroup(s) => {
+                format!("sync-group {}", self.engine.sync_groups()[s].name)
+            }
+            NotifyTarget::Group(g) => format!("group {}", self.name(g)),
+        }
+    }
+
     fn render_actions(&mut self) {
         while let Some(action) = self.engine.poll_action() {
             let line = match &action {
@@ -520,19 +529,18 @@ impl<'a> Replay<'a> {
                         addrs(&self.engine.router(*group).params().addresses)
                     )
                 }
+                Action::BeforeMaster { target } => {
+                    format!("before-master {}", self.target_name(*target))
+                }
                 Action::Notify {
                     target,
                     state,
                     reason,
-                } => {
-                    let who = match target {
-                        NotifyTarget::SyncGroup(s) => {
-                            format!("sync-group {}", self.engine.sync_groups()[*s].name)
-                        }
-                        NotifyTarget::Group(g) => format!("group {}", self.name(*g)),
-                    };
-                    format!("notify {who}: {} ({reason})", state.as_str())
-                }
+                } => format!(
+                    "notify {}: {} ({reason})",
+                    self.target_name(*target),
+                    state.as_str()
+                ),
                 Action::SendAdvert { group, advert } => self.render_send(*group, advert),
             };
             writeln!(self.out, "  {line}").unwrap();
