@@ -776,7 +776,10 @@ fn bgp(errs: &mut Errors, v: &Value, sync_names: &BTreeSet<&str>) -> Option<BgpC
 fn argv(errs: &mut Errors, path: &str, v: &Value) -> Option<Vec<String>> {
     let items = string_array(errs, path, v)?;
     let Some(program) = items.first() else {
-        errs.push(path, "must name a program: [\"/path/to/program\", \"arg\", ...]");
+        errs.push(
+            path,
+            "must name a program: [\"/path/to/program\", \"arg\", ...]",
+        );
         return None;
     };
     if !program.starts_with('/') {
@@ -794,8 +797,7 @@ fn route_map_name(errs: &mut Errors, path: &str, v: &Value) -> Option<String> {
     let s = string(errs, path, v)?;
     let ok = !s.is_empty()
         && s.len() <= 64
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if !ok {
         errs.push(

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::GroupStatus;
+use super::{BgpStatus, GroupStatus};
 
 /// The `vrrpd show groups` table.
 pub fn groups_table(groups: &[GroupStatus]) -> String {
@@ -106,4 +106,35 @@ pub fn prometheus(groups: &[GroupStatus]) -> String {
         }
     }
     out
+}
+
+/// The `vrrpd show bgp` lines.
+pub fn bgp_table(b: &BgpStatus) -> String {
+    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let prepend = |state: &Option<String>, n: Option<u8>| match (state, n) {
+        (Some(s), Some(n)) => format!("{n} ({s})"),
+        _ => "-".into(),
+    };
+    let rows = [
+        ("sync-group", b.sync_group.clone()),
+        ("driver", b.driver.clone()),
+        ("local-as", b.local_as.to_string()),
+        (
+            "prepend master/backup",
+            format!("{}/{}", b.prepend_master, b.prepend_backup),
+        ),
+        ("wanted", prepend(&b.wanted_state, b.wanted_prepend)),
+        ("applied", prepend(&b.applied_state, b.applied_prepend)),
+        ("applied at", opt(&b.applied_at)),
+        ("in sync", if b.in_sync { "yes" } else { "NO" }.into()),
+        ("last result", opt(&b.last_result)),
+        ("last error", opt(&b.last_error)),
+        ("last error at", opt(&b.last_error_at)),
+        (
+            "applies/retries/repairs",
+            format!("{}/{}/{}", b.applies, b.retries, b.repairs),
+        ),
+        ("last check", opt(&b.last_check_at)),
+    ];
+    rows.iter().map(|(k, v)| format!("{k:<24}{v}\n")).collect()
 }
