@@ -31,7 +31,7 @@ pub enum Request {
 pub enum Response {
     Groups(Vec<GroupStatus>),
     Sync(serde_json::Value),
-    Bgp(BgpStatus),
+    Bgp(Box<BgpStatus>),
     Error(String),
 }
 

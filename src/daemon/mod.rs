@@ -553,7 +553,7 @@ impl Daemon {
                 Response::Error("conntrack-sync is not running in this daemon".into())
             }
             Request::ShowBgp => match &self.bgp {
-                Some(bgp) => Response::Bgp(bgp.status()),
+                Some(bgp) => Response::Bgp(Box::new(bgp.status())),
                 None => Response::Error("no [bgp] section is configured in this daemon".into()),
             },
         }
