@@ -317,6 +317,8 @@ protocol bgp provider {{
   neighbor {NEIGHBOR} as {PROVIDER_AS};
   multihop 2;
   password "{MD5_PASSWORD}";
+  # A lost router's routes must go with its session, not linger as graceful-restart stale.
+  graceful restart off;
   hold time 3; keepalive time 1; connect retry time 1; error wait time 1, 3;
   ipv4 {{ import none; export filter provider_out; }};
   ipv6 {{ import none; export filter provider_out; next hop address {wan6}; }};
@@ -365,6 +367,8 @@ route-map VRRPD-PREPEND permit 10
 !
 router bgp {LOCAL_AS}
  bgp router-id {wan4}
+ ! A lost router's routes must go with its session, not linger as graceful-restart stale.
+ bgp graceful-restart-disable
  no bgp ebgp-requires-policy
  timers bgp 1 3
  neighbor {NEIGHBOR} remote-as {PROVIDER_AS}
