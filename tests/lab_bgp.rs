@@ -52,8 +52,11 @@ fn applied(lab: &Lab, r: &str) -> Option<u64> {
 /// our AS appears (1 + prepends), when both agree.
 fn path_len(p: &Provider, r: &str) -> Option<usize> {
     let count = |addr| {
-        p.as_path(addr, r)
-            .map(|path| path.split_whitespace().filter(|a| *a == LOCAL_AS.to_string()).count())
+        p.as_path(addr, r).map(|path| {
+            path.split_whitespace()
+                .filter(|a| *a == LOCAL_AS.to_string())
+                .count()
+        })
     };
     let v4 = count(FLOAT4)?;
     (count(FLOAT6)? == v4).then_some(v4)
@@ -84,7 +87,10 @@ fn setup(hint: &str, speaker: Speaker) -> Setup {
 }
 
 fn best_is(p: &Provider, r: &str, timeout: Duration) -> Option<Instant> {
-    poll(timeout, || (p.best_both().as_deref() == Some(r)).then_some(())).map(|(_, t)| t)
+    poll(timeout, || {
+        (p.best_both().as_deref() == Some(r)).then_some(())
+    })
+    .map(|(_, t)| t)
 }
 
 fn scenario(hint: &str, speaker: Speaker) {
@@ -118,14 +124,31 @@ fn scenario(hint: &str, speaker: Speaker) {
     lab.wait_until(Duration::from_secs(10), || {
         applied(&lab, "a") == Some(0) && applied(&lab, "b") == Some(2)
     })
-    .unwrap_or_else(|_| panic!("show bgp: a {} b {}", show_bgp(&lab, "a"), show_bgp(&lab, "b")));
+    .unwrap_or_else(|_| {
+        panic!(
+            "show bgp: a {} b {}",
+            show_bgp(&lab, "a"),
+            show_bgp(&lab, "b")
+        )
+    });
     // The provider sees exactly the configured depths: our AS once plus the prepends.
     assert_eq!(path_len(&p, "a"), Some(1));
     assert_eq!(path_len(&p, "b"), Some(3));
     let a_status = show_bgp(&lab, "a");
-    assert_eq!(a_status["driver"], if speaker == Speaker::Bird { "bird" } else { "frr" });
+    assert_eq!(
+        a_status["driver"],
+        if speaker == Speaker::Bird {
+            "bird"
+        } else {
+            "frr"
+        }
+    );
     assert!(a_status["applied-at"].is_string(), "{a_status}");
-    assert_eq!(a_status["last-error"], serde_json::Value::Null, "{a_status}");
+    assert_eq!(
+        a_status["last-error"],
+        serde_json::Value::Null,
+        "{a_status}"
+    );
 
     // Router loss: a is cut off everywhere (its BGP session dies with the hold timer).
     lab.cut("a", "all");
@@ -160,8 +183,7 @@ fn scenario(hint: &str, speaker: Speaker) {
     let mut t_a_gone = None;
     let mut t_b_vip = None;
     let end = t0 + Duration::from_secs(15);
-    while Instant::now() < end && (t_best_b.is_none() || t_a_gone.is_none() || t_b_vip.is_none())
-    {
+    while Instant::now() < end && (t_best_b.is_none() || t_a_gone.is_none() || t_b_vip.is_none()) {
         let now = Instant::now();
         if t_best_b.is_none() && p.best_both().as_deref() == Some("b") {
             t_best_b = Some(now - t0);
@@ -186,7 +208,8 @@ fn scenario(hint: &str, speaker: Speaker) {
         best <= b_vip + Duration::from_secs(1),
         "the best path moves before or with the VIPs: best {best:?}, VIPs on b {b_vip:?}"
     );
-    da.wait_exit(Duration::from_secs(10)).expect("a's vrrpd exits");
+    da.wait_exit(Duration::from_secs(10))
+        .expect("a's vrrpd exits");
     // vrrpd prepended before it removed the VIPs.
     let log = da.log();
     let prepended = log
@@ -197,7 +220,10 @@ fn scenario(hint: &str, speaker: Speaker) {
         .lines()
         .position(|l| l.contains("state transition") && l.contains("shutdown"))
         .expect("a's shutdown transitions");
-    assert!(prepended < stepped_down, "prepend before the VIPs go:\n{log}");
+    assert!(
+        prepended < stepped_down,
+        "prepend before the VIPs go:\n{log}"
+    );
     assert_eq!(path_len(&p, "a"), Some(4), "a announces its backup depth 3");
 }
 
@@ -230,14 +256,199 @@ fn bird_drift_is_repaired() {
     let out = bgp::birdc(&speakers[0].socket, &["configure"]);
     assert!(out.contains("Reconfigured"), "{out}");
     assert!(
-        poll(Duration::from_secs(10), || (path_len(&p, "a") == Some(6)).then_some(())).is_some(),
+        poll(Duration::from_secs(10), || (path_len(&p, "a") == Some(6))
+            .then_some(()))
+        .is_some(),
         "the provider sees the hand-made prepend"
     );
     // The periodic check (every 30 s) finds it and applies 0 again.
     assert!(
-        poll(Duration::from_secs(45), || (path_len(&p, "a") == Some(1)).then_some(())).is_some(),
+        poll(Duration::from_secs(45), || (path_len(&p, "a") == Some(1))
+            .then_some(()))
+        .is_some(),
         "vrrpd repaired the prepend: {}",
         show_bgp(&lab, "a")
     );
     assert!(show_bgp(&lab, "a")["repairs"].as_u64() >= Some(1));
+}
+
+/// Which VRRP daemon and BGP speaker a benchmark run uses.
+#[derive(Clone, Copy, Debug)]
+enum Variant {
+    VrrpdBird,
+    VrrpdFrr,
+    KeepalivedBird,
+}
+
+/// A running VRRP daemon on router a or b, either kind.
+enum Vrrp {
+    Vrrpd(lab::Daemon),
+    Keepalived(bgp::Keepalived),
+}
+
+impl Vrrp {
+    fn stop(&self) {
+        match self {
+            Vrrp::Vrrpd(d) => {
+                d.sigterm();
+                d.wait_exit(Duration::from_secs(10)).expect("vrrpd exits");
+            }
+            Vrrp::Keepalived(k) => {
+                k.sigterm();
+                assert!(k.wait_exit(Duration::from_secs(10)), "keepalived exits");
+            }
+        }
+    }
+}
+
+fn start_vrrp(lab: &Lab, v: Variant, r: &str, prio: u8, speaker: &RouterBgp) -> Vrrp {
+    match v {
+        Variant::KeepalivedBird => Vrrp::Keepalived(bgp::Keepalived::start(lab, r, prio, speaker)),
+        _ => Vrrp::Vrrpd(
+            lab.start_router(&RouterConfig::new(r, prio).extra(&speaker.vrrpd_section(r))),
+        ),
+    }
+}
+
+/// Watches, from two threads, when `r` first holds the WAN VIP and when the provider's best
+/// path first points at `r`; returns both, measured from the call.
+fn race(lab: &Lab, p: &Provider, r: &str, trigger: impl FnOnce()) -> (Duration, Duration) {
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        let vip = s.spawn(|| {
+            poll(Duration::from_secs(20), || {
+                has_wan_vip(lab, r).then_some(())
+            })
+            .map(|(_, t)| t - t0)
+        });
+        let best = s.spawn(|| best_is(p, r, Duration::from_secs(20)).map(|t| t - t0));
+        trigger();
+        (
+            vip.join().unwrap().expect("VIPs move"),
+            best.join().unwrap().expect("best path moves"),
+        )
+    })
+}
+
+/// Stopping the master a: when a's VIPs are gone and when the provider sees a's backup depth
+/// (our AS 4 times), measured from the call.
+fn stop_race(lab: &Lab, p: &Provider, stop: impl FnOnce()) -> (Duration, Duration) {
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        let gone = s.spawn(|| {
+            poll(Duration::from_secs(20), || {
+                (!has_wan_vip(lab, "a")).then_some(())
+            })
+            .map(|(_, t)| t - t0)
+        });
+        let prepended = s.spawn(|| {
+            poll(Duration::from_secs(20), || {
+                (path_len(p, "a") == Some(4)).then_some(())
+            })
+            .map(|(_, t)| t - t0)
+        });
+        stop();
+        (
+            gone.join().unwrap().expect("a's VIPs go"),
+            prepended
+                .join()
+                .unwrap()
+                .expect("a's prepend reaches the provider"),
+        )
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+const BENCH_HEADER: &str = "| variant | runs | stop a: prepend seen - VIPs gone, median ms | min .. max | stop a: best path b - VIPs on b, median ms | preempt: best path a - VIPs on a, median ms | stop: min .. max | preempt: min .. max |\n|---|---|---|---|---|---|---|---|\n";
+
+/// Benchmark (run by netns-lab/bench-bgp.sh): per variant, `BENCH_BGP_RUNS` times (default 7):
+/// stop the master a (b takes over) and start it again (a preempts); for each, the time from
+/// the VIPs arriving on the new master to the provider's best path pointing at it.
+#[test]
+#[ignore = "benchmark: netns-lab/bench-bgp.sh"]
+fn bench_bgp_transition_to_best_path() {
+    let runs: usize = std::env::var("BENCH_BGP_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(7);
+    let mut report = String::new();
+    for v in [
+        Variant::VrrpdBird,
+        Variant::VrrpdFrr,
+        Variant::KeepalivedBird,
+    ] {
+        let speaker = if matches!(v, Variant::VrrpdFrr) {
+            Speaker::Frr
+        } else {
+            Speaker::Bird
+        };
+        let Setup {
+            lab,
+            provider: p,
+            speakers,
+        } = setup("bgpbench", speaker);
+        let mut a = start_vrrp(&lab, v, "a", 200, &speakers[0]);
+        let _b = start_vrrp(&lab, v, "b", 100, &speakers[1]);
+        assert!(
+            best_is(&p, "a", Duration::from_secs(30)).is_some(),
+            "{v:?}: a preferred"
+        );
+        let (mut down, mut up, mut order) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..runs {
+            std::thread::sleep(Duration::from_secs(2)); // settle: BGP sessions, timers
+            let mut stopped = None;
+            let (vip_b, best_b) = race(&lab, &p, "b", || {
+                stopped = Some(stop_race(&lab, &p, || a.stop()));
+            });
+            let (gone_a, prepended_a) = stopped.unwrap();
+            std::thread::sleep(Duration::from_secs(2));
+            let (vip_a, best_a) = race(&lab, &p, "a", || {
+                a = start_vrrp(&lab, v, "a", 200, &speakers[0]);
+            });
+            let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+            let d_down = ms(best_b) - ms(vip_b);
+            let d_up = ms(best_a) - ms(vip_a);
+            let d_order = ms(prepended_a) - ms(gone_a);
+            order.push(d_order);
+            eprintln!(
+                "{v:?} run {i}: stop a: a's prepend at the provider {:.0} ms, a's VIPs gone {:.0} ms (delta {d_order:.0}); VIPs on b {:.0} ms, best path b {:.0} ms (delta {d_down:.0}); start a: VIPs on a {:.0} ms, best path a {:.0} ms (delta {d_up:.0})",
+                ms(prepended_a),
+                ms(gone_a),
+                ms(vip_b),
+                ms(best_b),
+                ms(vip_a),
+                ms(best_a)
+            );
+            down.push(d_down);
+            up.push(d_up);
+        }
+        let line = format!(
+            "| {v:?} | {runs} | {:.0} | {:.0} .. {:.0} | {:.0} | {:.0} | {:.0} .. {:.0} | {:.0} .. {:.0} |\n",
+            median(order.clone()),
+            order.iter().cloned().fold(f64::INFINITY, f64::min),
+            order.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+            median(down.clone()),
+            median(up.clone()),
+            down.iter().cloned().fold(f64::INFINITY, f64::min),
+            down.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+            up.iter().cloned().fold(f64::INFINITY, f64::min),
+            up.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+        );
+        eprint!("RESULT {line}");
+        report.push_str(&line);
+    }
+    eprintln!("\n{BENCH_HEADER}{report}");
+    if let Ok(path) = std::env::var("BENCH_BGP_OUT") {
+        std::fs::write(path, format!("{BENCH_HEADER}{report}"))
+            .expect("writing the benchmark table");
+    }
 }

@@ -31,7 +31,11 @@ pub fn prepends(router: &str) -> (u8, u8) {
 }
 
 pub fn router_wan4(router: &str) -> &'static str {
-    if router == "a" { "10.76.4.2" } else { "10.76.4.3" }
+    if router == "a" {
+        "10.76.4.2"
+    } else {
+        "10.76.4.3"
+    }
 }
 
 pub fn router_wan6(router: &str) -> &'static str {
@@ -97,13 +101,38 @@ impl Provider {
             "link", "add", "eth0", "netns", &ns, "type", "veth", "peer", "name", "prov-wan",
             "netns", &br,
         ]);
-        ip(&["-n", &br, "link", "set", "prov-wan", "master", "br-wan", "up"]);
-        ip(&["-n", &ns, "link", "set", "eth0", "up"]);
-        ip(&["-n", &ns, "addr", "add", &format!("{PROVIDER_WAN4}/24"), "dev", "eth0"]);
         ip(&[
-            "-n", &ns, "addr", "add", &format!("{PROVIDER_WAN6}/64"), "dev", "eth0", "nodad",
+            "-n", &br, "link", "set", "prov-wan", "master", "br-wan", "up",
         ]);
-        ip(&["-n", &ns, "addr", "add", &format!("{NEIGHBOR}/32"), "dev", "lo"]);
+        ip(&["-n", &ns, "link", "set", "eth0", "up"]);
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{PROVIDER_WAN4}/24"),
+            "dev",
+            "eth0",
+        ]);
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{PROVIDER_WAN6}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ]);
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{NEIGHBOR}/32"),
+            "dev",
+            "lo",
+        ]);
 
         let dir = daemon_dir(lab, "bird-provider");
         let socket = dir.join("bird.ctl");
@@ -228,10 +257,34 @@ pub fn start_bird(lab: &Lab, node: &str, dir: &std::path::Path, conf: &str) {
 /// address through the WAN.
 pub fn prepare_router(lab: &Lab, r: &str) {
     let ns = lab.ns(r);
-    ip(&["-n", &ns, "addr", "add", &format!("{FLOAT4}/32"), "dev", "lo"]);
-    ip(&["-n", &ns, "addr", "add", &format!("{FLOAT6}/128"), "dev", "lo"]);
     ip(&[
-        "-n", &ns, "route", "add", &format!("{NEIGHBOR}/32"), "via", PROVIDER_WAN4, "dev", "eth2",
+        "-n",
+        &ns,
+        "addr",
+        "add",
+        &format!("{FLOAT4}/32"),
+        "dev",
+        "lo",
+    ]);
+    ip(&[
+        "-n",
+        &ns,
+        "addr",
+        "add",
+        &format!("{FLOAT6}/128"),
+        "dev",
+        "lo",
+    ]);
+    ip(&[
+        "-n",
+        &ns,
+        "route",
+        "add",
+        &format!("{NEIGHBOR}/32"),
+        "via",
+        PROVIDER_WAN4,
+        "dev",
+        "eth2",
     ]);
 }
 
@@ -334,7 +387,11 @@ protocol bgp provider {{
 fn start_bird_router(lab: &Lab, r: &str, initial: u8) -> RouterBgp {
     let dir = daemon_dir(lab, &format!("bird-{r}"));
     let include_file = dir.join("vrrpd-prepend.conf");
-    fs::write(&include_file, format!("define VRRPD_PREPEND = {initial};\n")).unwrap();
+    fs::write(
+        &include_file,
+        format!("define VRRPD_PREPEND = {initial};\n"),
+    )
+    .unwrap();
     let conf = bird_router_conf(r, &include_file, &dir.join("bird.log"));
     start_bird(lab, r, &dir, &conf);
     RouterBgp {
@@ -443,5 +500,111 @@ pub fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<(T
             return None;
         }
         std::thread::sleep(super::POLL);
+    }
+}
+
+/// keepalived (VRRP only) on a router with the lab's four groups in sync group MAIN and a
+/// notify script doing what vrrpd's BIRD driver does: the baseline of the BGP benchmark.
+pub struct Keepalived {
+    pub pid: u32,
+    child: std::sync::Mutex<std::process::Child>,
+    pub dir: PathBuf,
+}
+
+impl Keepalived {
+    pub fn start(lab: &Lab, r: &str, priority: u8, speaker: &RouterBgp) -> Keepalived {
+        assert_eq!(speaker.speaker, Speaker::Bird, "the baseline drives BIRD");
+        let dir = daemon_dir(lab, &format!("keepalived-{r}"));
+        let (m, b) = prepends(r);
+        let notify = dir.join("notify.sh");
+        let inc = speaker.include_file.display();
+        fs::write(
+            &notify,
+            format!(
+                "#!/bin/sh\n# keepalived notify: TYPE NAME STATE PRIORITY\n\
+                 case \"$3\" in MASTER) n={m} ;; *) n={b} ;; esac\n\
+                 printf 'define VRRPD_PREPEND = %s;\\n' \"$n\" > {inc}.tmp && mv {inc}.tmp {inc} && \
+                 birdc -s {sock} configure >/dev/null\n",
+                sock = speaker.socket.display()
+            ),
+        )
+        .unwrap();
+        fs::set_permissions(&notify, fs::Permissions::from_mode(0o755)).unwrap();
+        let mut conf = format!(
+            "global_defs {{\n  router_id keepalived-{r}\n  vrrp_version 3\n  script_user root\n}}\n"
+        );
+        let mut names = Vec::new();
+        for g in super::STD_GROUPS {
+            let name = g.name.replace('-', "_");
+            conf.push_str(&format!(
+                "vrrp_instance {name} {{\n  interface {}\n  virtual_router_id {}\n  priority {priority}\n  advert_int 0.1\n  virtual_ipaddress {{\n    {}\n  }}\n}}\n",
+                g.interface, g.vrid, g.vip
+            ));
+            names.push(name);
+        }
+        conf.push_str(&format!(
+            "vrrp_sync_group MAIN {{\n  group {{\n    {}\n  }}\n  notify {}\n}}\n",
+            names.join("\n    "),
+            notify.display()
+        ));
+        let conf_path = dir.join("keepalived.conf");
+        fs::write(&conf_path, conf).unwrap();
+        let log = fs::File::create(dir.join("keepalived.log")).unwrap();
+        let d = |f: &str| dir.join(f);
+        let child = Command::new("ip")
+            .args(["netns", "exec", &lab.ns(r), "keepalived"])
+            .args(["--dont-fork", "--vrrp", "--log-console", "--no-syslog"])
+            .arg("--use-file")
+            .arg(&conf_path)
+            .arg("--pid")
+            .arg(d("keepalived.pid"))
+            .arg("--vrrp_pid")
+            .arg(d("vrrp.pid"))
+            .arg("--checkers_pid")
+            .arg(d("checkers.pid"))
+            .arg("--bfd_pid")
+            .arg(d("bfd.pid"))
+            .env("TMPDIR", &dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting keepalived");
+        Keepalived {
+            pid: child.id(),
+            child: std::sync::Mutex::new(child),
+            dir,
+        }
+    }
+
+    pub fn sigterm(&self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status();
+    }
+
+    pub fn wait_exit(&self, timeout: Duration) -> bool {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.child.lock().unwrap().try_wait() {
+                return true;
+            }
+            std::thread::sleep(super::POLL);
+        }
+        false
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("keepalived.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Keepalived {
+    fn drop(&mut self) {
+        self.sigterm();
+        if !self.wait_exit(Duration::from_secs(3)) {
+            let _ = self.child.lock().unwrap().kill();
+        }
+        let _ = self.child.lock().unwrap().wait();
     }
 }
