@@ -215,5 +215,9 @@ mod tests {
             serde_json::to_string(&Request::ShowGroups).unwrap(),
             r#"{"command":"show-groups"}"#
         );
+        assert_eq!(
+            serde_json::to_string(&Request::ShowBgp).unwrap(),
+            r#"{"command":"show-bgp"}"#
+        );
     }
 }
