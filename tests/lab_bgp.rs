@@ -452,3 +452,34 @@ fn bench_bgp_transition_to_best_path() {
             .expect("writing the benchmark table");
     }
 }
+
+/// TCP-MD5 is really in use: a router with another password gets no session, the one with
+/// the right password does (same namespaces, same kernel).
+#[test]
+fn md5_password_mismatch_keeps_the_session_down() {
+    let lab = Lab::up("bgpmd").expect("lab up");
+    let p = Provider::up(&lab);
+    for (r, password) in [("a", bgp::MD5_PASSWORD), ("b", "not-the-password")] {
+        bgp::prepare_router(&lab, r);
+        let dir = bgp::daemon_dir(&lab, &format!("bird-{r}"));
+        let include = dir.join("vrrpd-prepend.conf");
+        std::fs::write(&include, "define VRRPD_PREPEND = 0;\n").unwrap();
+        let conf = bgp::bird_router_conf(r, &include, &dir.join("bird.log"))
+            .replace(bgp::MD5_PASSWORD, password);
+        bgp::start_bird(&lab, r, &dir, &conf);
+    }
+    let established = |proto: &str| {
+        bgp::birdc(&p.socket, &["show", "protocols"])
+            .lines()
+            .any(|l| l.starts_with(proto) && l.contains("Established"))
+    };
+    lab.wait_until(Duration::from_secs(20), || established("r_a"))
+        .expect("the session with the right password comes up");
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        !established("r_b"),
+        "a wrong TCP-MD5 password must keep the session down:\n{}",
+        bgp::birdc(&p.socket, &["show", "protocols", "all", "r_b"])
+    );
+    assert_eq!(p.best(FLOAT4).as_deref(), Some("a"));
+}

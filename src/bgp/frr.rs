@@ -41,6 +41,9 @@ impl Frr {
 
     async fn vtysh(&self, commands: &[String]) -> Result<String, BgpError> {
         let mut argv = self.vtysh.clone();
+        // Only bgpd uses the route-map: talking to it alone spares vtysh connecting to (and
+        // configuring) every other daemon.
+        argv.extend(["-d".to_owned(), "bgpd".to_owned()]);
         for c in commands {
             argv.push("-c".into());
             argv.push(c.clone());
