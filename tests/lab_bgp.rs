@@ -238,23 +238,37 @@ fn frr_prepend_follows_the_master() {
 }
 
 /// vrrpd puts the prepend back when the BGP daemon was changed behind its back (here by hand:
-/// as after a restart or a reload of an older config).
-#[test]
-fn bird_drift_is_repaired() {
+/// as after a restart or a reload of an older config), at its next periodic check.
+fn drift_is_repaired(hint: &str, speaker: Speaker) {
     let Setup {
         lab,
         provider: p,
         speakers,
-    } = setup("bgpdrift", Speaker::Bird);
+    } = setup(hint, speaker);
     let _da = lab.start_router(&RouterConfig::new("a", 200).extra(&speakers[0].vrrpd_section("a")));
     lab.wait_until(Duration::from_secs(15), || all_in(&lab, "a", "MASTER"))
         .expect("a MASTER");
     lab.wait_until(Duration::from_secs(10), || applied(&lab, "a") == Some(0))
         .expect("prepend 0 applied");
-    // Someone writes another value and reconfigures BIRD.
-    std::fs::write(&speakers[0].include_file, "define VRRPD_PREPEND = 5;\n").unwrap();
-    let out = bgp::birdc(&speakers[0].socket, &["configure"]);
-    assert!(out.contains("Reconfigured"), "{out}");
+    // Someone else sets 5 prepends.
+    match speaker {
+        Speaker::Bird => {
+            std::fs::write(&speakers[0].include_file, "define VRRPD_PREPEND = 5;\n").unwrap();
+            let out = bgp::birdc(&speakers[0].socket, &["configure"]);
+            assert!(out.contains("Reconfigured"), "{out}");
+        }
+        Speaker::Frr => {
+            let five = vec![LOCAL_AS.to_string(); 5].join(" ");
+            speakers[0].vtysh(&[
+                "configure terminal",
+                "route-map VRRPD-PREPEND permit 10",
+                &format!("set as-path prepend {five}"),
+                "end",
+                "clear bgp ipv4 unicast * soft out",
+                "clear bgp ipv6 unicast * soft out",
+            ]);
+        }
+    }
     assert!(
         poll(Duration::from_secs(10), || (path_len(&p, "a") == Some(6))
             .then_some(()))
@@ -270,6 +284,65 @@ fn bird_drift_is_repaired() {
         show_bgp(&lab, "a")
     );
     assert!(show_bgp(&lab, "a")["repairs"].as_u64() >= Some(1));
+}
+
+#[test]
+fn bird_drift_is_repaired() {
+    drift_is_repaired("bgpdrb", Speaker::Bird);
+}
+
+#[test]
+fn frr_drift_is_repaired() {
+    drift_is_repaired("bgpdrf", Speaker::Frr);
+}
+
+/// BIRD is not running when vrrpd starts: the failure shows in `show bgp` and is retried with
+/// back-off; once BIRD runs, the master's prepend is applied and reaches the provider.
+#[test]
+fn bird_down_is_retried_until_it_is_back() {
+    let lab = Lab::up("bgpdown").expect("lab up");
+    let p = Provider::up(&lab);
+    bgp::prepare_router(&lab, "a");
+    let dir = bgp::daemon_dir(&lab, "bird-a");
+    let include = dir.join("vrrpd-prepend.conf");
+    let speaker = RouterBgp {
+        speaker: Speaker::Bird,
+        socket: dir.join("bird.ctl"),
+        dir: dir.clone(),
+        include_file: include.clone(),
+    };
+    let _da = lab.start_router(&RouterConfig::new("a", 200).extra(&speaker.vrrpd_section("a")));
+    lab.wait_until(Duration::from_secs(15), || all_in(&lab, "a", "MASTER"))
+        .expect("a becomes MASTER without its BGP daemon");
+    lab.wait_until(Duration::from_secs(10), || {
+        let s = show_bgp(&lab, "a");
+        s["retries"].as_u64() >= Some(2) && s["in-sync"] == false
+    })
+    .unwrap_or_else(|_| panic!("failures counted: {}", show_bgp(&lab, "a")));
+    let s = show_bgp(&lab, "a");
+    assert!(
+        s["last-error"]
+            .as_str()
+            .is_some_and(|e| e.contains("bird.ctl")),
+        "{s}"
+    );
+    assert_eq!(s["wanted-prepend"], 0, "{s}");
+    // BIRD starts (with the include file vrrpd wrote meanwhile).
+    bgp::start_bird(
+        &lab,
+        "a",
+        &dir,
+        &bgp::bird_router_conf("a", &include, &dir.join("bird.log")),
+    );
+    lab.wait_until(Duration::from_secs(30), || applied(&lab, "a") == Some(0))
+        .unwrap_or_else(|_| panic!("applied once BIRD is back: {}", show_bgp(&lab, "a")));
+    assert!(
+        poll(Duration::from_secs(20), || (path_len(&p, "a") == Some(1))
+            .then_some(()))
+        .is_some(),
+        "the provider sees the master's path"
+    );
+    assert_eq!(show_bgp(&lab, "a")["consecutive-failures"], 0);
 }
 
 /// Which VRRP daemon and BGP speaker a benchmark run uses.
