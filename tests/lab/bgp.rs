@@ -577,10 +577,14 @@ impl Keepalived {
         }
     }
 
+    /// SIGTERM, only while the child is not reaped: its pid cannot belong to anyone else then.
     pub fn sigterm(&self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
-            .status();
+        let mut child = self.child.lock().unwrap();
+        if let Ok(None) = child.try_wait() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.pid.to_string()])
+                .status();
+        }
     }
 
     pub fn wait_exit(&self, timeout: Duration) -> bool {
@@ -603,6 +607,7 @@ impl Drop for Keepalived {
     fn drop(&mut self) {
         self.sigterm();
         if !self.wait_exit(Duration::from_secs(3)) {
+            // std's kill does nothing once the child is reaped.
             let _ = self.child.lock().unwrap().kill();
         }
         let _ = self.child.lock().unwrap().wait();
