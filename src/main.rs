@@ -54,6 +54,13 @@ enum ShowWhat {
         #[arg(short, long)]
         socket: Option<PathBuf>,
     },
+    /// BGP alignment: the prepend applied, when, by which driver, the last error.
+    Bgp {
+        #[arg(long)]
+        json: bool,
+        #[arg(short, long)]
+        socket: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -120,6 +127,7 @@ fn show(what: ShowWhat) -> ExitCode {
     let (request, json, socket) = match what {
         ShowWhat::Groups { json, socket } => (Request::ShowGroups, json, socket),
         ShowWhat::Sync { json, socket } => (Request::ShowSync, json, socket),
+        ShowWhat::Bgp { json, socket } => (Request::ShowBgp, json, socket),
     };
     let socket = socket_path(socket);
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -139,6 +147,11 @@ fn show(what: ShowWhat) -> ExitCode {
             serde_json::to_string_pretty(&groups).unwrap_or_default()
         ),
         Response::Groups(groups) => print!("{}", render::groups_table(&groups)),
+        Response::Bgp(status) if json => println!(
+            "{}",
+            serde_json::to_string_pretty(&status).unwrap_or_default()
+        ),
+        Response::Bgp(status) => print!("{}", render::bgp_table(&status)),
         Response::Sync(value) => println!(
             "{}",
             serde_json::to_string_pretty(&value).unwrap_or_default()

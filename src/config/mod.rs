@@ -34,6 +34,12 @@ pub const DEFAULT_CONNTRACK_SYNC_PORT: u16 = 3780;
 pub const DEFAULT_BIRD_INCLUDE_FILE: &str = "/etc/bird/vrrpd-prepend.conf";
 /// BIRD's control socket.
 pub const DEFAULT_BIRD_SOCKET: &str = "/run/bird/bird.ctl";
+/// The FRR route-map whose `set as-path prepend` vrrpd manages.
+pub const DEFAULT_FRR_ROUTE_MAP: &str = "VRRPD-PREPEND";
+/// The entry (sequence number) of that route-map.
+pub const DEFAULT_FRR_SEQUENCE: u16 = 10;
+/// How vrrpd runs vtysh.
+pub const DEFAULT_FRR_VTYSH: &str = "/usr/bin/vtysh";
 /// The longest `preempt-delay` accepted.
 pub const MAX_PREEMPT_DELAY: Duration = Duration::from_secs(3600);
 /// The most AS-path prepends accepted for `prepend-master` / `prepend-backup`.
@@ -160,6 +166,16 @@ pub struct BgpConfig {
     pub bird_include_file: PathBuf,
     /// `bird.socket`.
     pub bird_socket: PathBuf,
+    /// `frr.route-map`: the route-map (a name without spaces) whose `set as-path prepend` vrrpd sets.
+    pub frr_route_map: String,
+    /// `frr.sequence`: the `permit` entry of that route-map.
+    pub frr_sequence: u16,
+    /// `frr.vtysh`: the vtysh argument vector (absolute program path first, e.g. with
+    /// `--vty_socket DIR` or `-N PATHSPACE`); vrrpd appends `-c COMMAND` arguments.
+    pub frr_vtysh: Vec<String>,
+    /// `exec.command`: the program and its first arguments; vrrpd appends `STATE PREPEND`.
+    /// Required with `driver = "exec"`, empty otherwise.
+    pub exec_command: Vec<String>,
 }
 
 /// `bgp.driver`.

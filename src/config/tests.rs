@@ -750,6 +750,10 @@ fn bgp_values_and_defaults() {
         PathBuf::from("/etc/bird/vrrpd-prepend.conf")
     );
     assert_eq!(b.bird_socket, PathBuf::from("/run/bird/bird.ctl"));
+    assert_eq!(b.frr_route_map, "VRRPD-PREPEND");
+    assert_eq!(b.frr_sequence, 10);
+    assert_eq!(b.frr_vtysh, vec!["/usr/bin/vtysh"]);
+    assert!(b.exec_command.is_empty());
 
     let b = ok(&with_sync(&format!(
         "{BGP}prepend-master = 1\nbird.include-file = \"/etc/bird/x.conf\"\nbird.socket = \"/run/b.ctl\"\n"
@@ -760,13 +764,31 @@ fn bgp_values_and_defaults() {
     assert_eq!(b.bird_include_file, PathBuf::from("/etc/bird/x.conf"));
     assert_eq!(b.bird_socket, PathBuf::from("/run/b.ctl"));
 
-    for (name, driver) in [("frr", BgpDriver::Frr), ("exec", BgpDriver::Exec)] {
-        let b = ok(&with_sync(&BGP.replace("\"bird\"", &format!("{name:?}"))))
-            .bgp
-            .unwrap();
-        assert_eq!(b.driver, driver);
-        assert_eq!(driver.to_string(), name);
-    }
+    let b = ok(&with_sync(&format!(
+        "{}frr.route-map = \"EDGE_OUT-1.v4\"\nfrr.sequence = 65535\nfrr.vtysh = [\"/usr/bin/vtysh\", \"-N\", \"edge a\"]\n",
+        BGP.replace("\"bird\"", "\"frr\"")
+    )))
+    .bgp
+    .unwrap();
+    assert_eq!(b.driver, BgpDriver::Frr);
+    assert_eq!(b.frr_route_map, "EDGE_OUT-1.v4");
+    assert_eq!(b.frr_sequence, 65535);
+    assert_eq!(b.frr_vtysh, vec!["/usr/bin/vtysh", "-N", "edge a"]);
+
+    let b = ok(&with_sync(&format!(
+        "{}exec.command = [\"/usr/local/bin/bgp-prepend\", \"--as\", \"$AS; rm -rf /\"]\n",
+        BGP.replace("\"bird\"", "\"exec\"")
+    )))
+    .bgp
+    .unwrap();
+    assert_eq!(b.driver, BgpDriver::Exec);
+    // Arguments are kept verbatim: nothing is split or interpreted.
+    assert_eq!(
+        b.exec_command,
+        vec!["/usr/local/bin/bgp-prepend", "--as", "$AS; rm -rf /"]
+    );
+    assert_eq!(BgpDriver::Frr.to_string(), "frr");
+    assert_eq!(BgpDriver::Exec.to_string(), "exec");
     assert_eq!(
         ok(&with_sync(&BGP.replace("4288000595", "4294967295")))
             .bgp
@@ -790,7 +812,7 @@ fn bgp_errors() {
             "bgp.prepend-backup: must be 0..=16, got -1",
             "bgp.bird.port: unknown key",
             "bgp.bird.socket: must be an absolute path, got \"bird.ctl\"",
-            "bgp.frr.vty: unknown key",
+            "bgp.frr.vty: unknown key (did you mean \"vtysh\"?)",
         ]
     );
     one_error(
@@ -812,11 +834,42 @@ fn bgp_errors() {
         ),
         "bgp.bird: only used with driver = \"bird\", but driver is \"frr\"",
     );
-    // Empty driver sub-tables are accepted.
-    ok(&with_sync(&format!(
-        "{}[bgp.exec]\n",
-        BGP.replace("\"bird\"", "\"exec\"")
-    )));
+    // The exec driver needs its command.
+    let exec = BGP.replace("\"bird\"", "\"exec\"");
+    one_error(
+        &with_sync(&exec),
+        "bgp.exec.command: is required with driver = \"exec\"",
+    );
+    one_error(
+        &with_sync(&format!("{exec}[bgp.exec]\n")),
+        "bgp.exec.command: is required with driver = \"exec\"",
+    );
+    let frr = BGP.replace("\"bird\"", "\"frr\"");
+    assert_eq!(
+        errors(&with_sync(&format!(
+            "{frr}frr.route-map = \"A B\"\nfrr.sequence = 0\nfrr.vtysh = [\"vtysh\", \"-c\"]\nfrr.neighbor = \"x\"\n"
+        ))),
+        vec![
+            "bgp.frr.neighbor: unknown key",
+            "bgp.frr.route-map: must be 1-64 characters of A-Z a-z 0-9 - _ ., got \"A B\"",
+            "bgp.frr.sequence: must be 1..=65535, got 0",
+            "bgp.frr.vtysh: the program must be an absolute path, got \"vtysh\"",
+        ]
+    );
+    one_error(
+        &with_sync(&format!("{exec}exec.command = []\n")),
+        "bgp.exec.command: must name a program: [\"/path/to/program\", \"arg\", ...]",
+    );
+    one_error(
+        &with_sync(&format!("{exec}exec.command = \"/bin/prepend 2\"\n")),
+        "bgp.exec.command: expected an array of strings, got a string",
+    );
+    one_error(
+        &with_sync(&format!("{BGP}exec.command = [\"/bin/true\"]\n")),
+        "bgp.exec: only used with driver = \"exec\", but driver is \"bird\"",
+    );
+    // Empty driver sub-tables are accepted where nothing is required.
+    ok(&with_sync(&format!("{frr}[bgp.frr]\n")));
 }
 
 // ---- errors, load ----

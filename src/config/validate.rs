@@ -60,6 +60,8 @@ const BGP_KEYS: &[&str] = &[
     "exec",
 ];
 const BIRD_KEYS: &[&str] = &["include-file", "socket"];
+const FRR_KEYS: &[&str] = &["route-map", "sequence", "vtysh"];
+const EXEC_KEYS: &[&str] = &["command"];
 
 /// Validates a parsed document.
 pub(super) fn config(root: &Table) -> Result<Config, ConfigErrors> {
@@ -688,10 +690,14 @@ fn bgp(errs: &mut Errors, v: &Value, sync_names: &BTreeSet<&str>) -> Option<BgpC
 
     let mut bird_include_file = Some(PathBuf::from(super::DEFAULT_BIRD_INCLUDE_FILE));
     let mut bird_socket = Some(PathBuf::from(super::DEFAULT_BIRD_SOCKET));
+    let mut frr_route_map = Some(super::DEFAULT_FRR_ROUTE_MAP.to_owned());
+    let mut frr_sequence = Some(super::DEFAULT_FRR_SEQUENCE);
+    let mut frr_vtysh = Some(vec![super::DEFAULT_FRR_VTYSH.to_owned()]);
+    let mut exec_command = Some(Vec::new());
     for (table, this, known) in [
         ("bird", BgpDriver::Bird, BIRD_KEYS),
-        ("frr", BgpDriver::Frr, &[][..]),
-        ("exec", BgpDriver::Exec, &[][..]),
+        ("frr", BgpDriver::Frr, FRR_KEYS),
+        ("exec", BgpDriver::Exec, EXEC_KEYS),
     ] {
         let Some(v) = s.get(table) else { continue };
         let path = s.key(table);
@@ -718,7 +724,37 @@ fn bgp(errs: &mut Errors, v: &Value, sync_names: &BTreeSet<&str>) -> Option<BgpC
                 abs_path,
             );
         }
+        if this == BgpDriver::Frr {
+            frr_route_map = t.or(
+                errs,
+                "route-map",
+                super::DEFAULT_FRR_ROUTE_MAP.to_owned(),
+                route_map_name,
+            );
+            frr_sequence = t.or(errs, "sequence", super::DEFAULT_FRR_SEQUENCE, |e, p, v| {
+                int_in(e, p, v, 1, 65535)
+            });
+            frr_vtysh = t.or(
+                errs,
+                "vtysh",
+                vec![super::DEFAULT_FRR_VTYSH.to_owned()],
+                argv,
+            );
+        }
+        if this == BgpDriver::Exec {
+            exec_command = t.opt(errs, "command", argv).map(|c| c.unwrap_or_default());
+        }
     }
+    let exec_command = match exec_command {
+        Some(c) if c.is_empty() && driver == Some(BgpDriver::Exec) => {
+            errs.push(
+                join(&s.key("exec"), "command"),
+                "is required with driver = \"exec\"",
+            );
+            None
+        }
+        c => c,
+    };
 
     Some(BgpConfig {
         sync_group: sync_group?,
@@ -728,5 +764,47 @@ fn bgp(errs: &mut Errors, v: &Value, sync_names: &BTreeSet<&str>) -> Option<BgpC
         prepend_backup: prepend_backup?,
         bird_include_file: bird_include_file?,
         bird_socket: bird_socket?,
+        frr_route_map: frr_route_map?,
+        frr_sequence: frr_sequence?,
+        frr_vtysh: frr_vtysh?,
+        exec_command: exec_command?,
     })
+}
+
+/// A command as an argument vector: an absolute program path, then its arguments. Never a
+/// shell string: nothing is split or interpreted.
+fn argv(errs: &mut Errors, path: &str, v: &Value) -> Option<Vec<String>> {
+    let items = string_array(errs, path, v)?;
+    let Some(program) = items.first() else {
+        errs.push(
+            path,
+            "must name a program: [\"/path/to/program\", \"arg\", ...]",
+        );
+        return None;
+    };
+    if !program.starts_with('/') {
+        errs.push(
+            path,
+            format!("the program must be an absolute path, got {program:?}"),
+        );
+        return None;
+    }
+    Some(items.iter().map(|s| (*s).to_owned()).collect())
+}
+
+/// A route-map name as vtysh takes it: one word, since vtysh splits its commands on spaces.
+fn route_map_name(errs: &mut Errors, path: &str, v: &Value) -> Option<String> {
+    let s = string(errs, path, v)?;
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !ok {
+        errs.push(
+            path,
+            format!("must be 1-64 characters of A-Z a-z 0-9 - _ ., got {s:?}"),
+        );
+        return None;
+    }
+    Some(s.to_owned())
 }

@@ -23,6 +23,7 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(2);
 pub enum Request {
     ShowGroups,
     ShowSync,
+    ShowBgp,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -30,7 +31,40 @@ pub enum Request {
 pub enum Response {
     Groups(Vec<GroupStatus>),
     Sync(serde_json::Value),
+    Bgp(Box<BgpStatus>),
     Error(String),
+}
+
+/// The BGP alignment worker as `vrrpd show bgp --json` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct BgpStatus {
+    pub sync_group: String,
+    pub driver: String,
+    pub local_as: u32,
+    pub prepend_master: u8,
+    pub prepend_backup: u8,
+    /// What the sync group's state asks for (`master`, `backup`, `fault`, `stop`).
+    pub wanted_state: Option<String>,
+    pub wanted_prepend: Option<u8>,
+    /// What the driver last applied successfully.
+    pub applied_state: Option<String>,
+    pub applied_prepend: Option<u8>,
+    /// RFC 3339 time of the last successful apply.
+    pub applied_at: Option<String>,
+    /// The applied state is the wanted one.
+    pub in_sync: bool,
+    /// What the BGP daemon answered to the last successful apply.
+    pub last_result: Option<String>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<String>,
+    pub consecutive_failures: u32,
+    /// Failed attempts (each is retried).
+    pub retries: u64,
+    pub applies: u64,
+    /// Re-applies after a periodic check found the BGP daemon running something else.
+    pub repairs: u64,
+    pub last_check_at: Option<String>,
 }
 
 /// One group as `vrrpd show groups --json` reports it (the keys are the user contract).
@@ -180,6 +214,10 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&Request::ShowGroups).unwrap(),
             r#"{"command":"show-groups"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Request::ShowBgp).unwrap(),
+            r#"{"command":"show-bgp"}"#
         );
     }
 }

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::GroupStatus;
+use super::{BgpStatus, GroupStatus};
 
 /// The `vrrpd show groups` table.
 pub fn groups_table(groups: &[GroupStatus]) -> String {
@@ -106,4 +106,72 @@ pub fn prometheus(groups: &[GroupStatus]) -> String {
         }
     }
     out
+}
+
+/// The `vrrpd show bgp` lines.
+pub fn bgp_table(b: &BgpStatus) -> String {
+    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let prepend = |state: &Option<String>, n: Option<u8>| match (state, n) {
+        (Some(s), Some(n)) => format!("{n} ({s})"),
+        _ => "-".into(),
+    };
+    let rows = [
+        ("sync-group", b.sync_group.clone()),
+        ("driver", b.driver.clone()),
+        ("local-as", b.local_as.to_string()),
+        (
+            "prepend master/backup",
+            format!("{}/{}", b.prepend_master, b.prepend_backup),
+        ),
+        ("wanted", prepend(&b.wanted_state, b.wanted_prepend)),
+        ("applied", prepend(&b.applied_state, b.applied_prepend)),
+        ("applied at", opt(&b.applied_at)),
+        ("in sync", if b.in_sync { "yes" } else { "NO" }.into()),
+        ("last result", opt(&b.last_result)),
+        ("last error", opt(&b.last_error)),
+        ("last error at", opt(&b.last_error_at)),
+        (
+            "applies/retries/repairs",
+            format!("{}/{}/{}", b.applies, b.retries, b.repairs),
+        ),
+        ("last check", opt(&b.last_check_at)),
+    ];
+    rows.iter().map(|(k, v)| format!("{k:<24}{v}\n")).collect()
+}
+
+#[cfg(test)]
+mod bgp_table_tests {
+    use super::*;
+
+    #[test]
+    fn shows_applied_prepend_time_and_error() {
+        let b = BgpStatus {
+            sync_group: "MAIN".into(),
+            driver: "bird".into(),
+            local_as: 4_288_000_595,
+            prepend_master: 0,
+            prepend_backup: 3,
+            wanted_state: Some("master".into()),
+            wanted_prepend: Some(0),
+            applied_state: Some("backup".into()),
+            applied_prepend: Some(3),
+            applied_at: Some("2026-11-21T02:59:43Z".into()),
+            in_sync: false,
+            last_result: Some("0003 Reconfigured".into()),
+            last_error: Some("BIRD refused `configure`: 8002 syntax error".into()),
+            last_error_at: None,
+            consecutive_failures: 1,
+            retries: 4,
+            applies: 2,
+            repairs: 0,
+            last_check_at: None,
+        };
+        let t = bgp_table(&b);
+        assert!(t.contains("wanted                  0 (master)\n"), "{t}");
+        assert!(t.contains("applied                 3 (backup)\n"), "{t}");
+        assert!(t.contains("in sync                 NO\n"), "{t}");
+        assert!(t.contains("last error              BIRD refused"), "{t}");
+        assert!(t.contains("applies/retries/repairs 2/4/0\n"), "{t}");
+        assert!(t.contains("last error at           -\n"), "{t}");
+    }
 }

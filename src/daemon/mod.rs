@@ -50,6 +50,8 @@ pub struct Daemon {
     sockets: Vec<SocketRuntime>,
     announcers: Vec<Announcer>,
     hooks: Option<HookWorker>,
+    /// The `[bgp]` worker: prepends follow its sync group's state.
+    bgp: Option<crate::bgp::BgpWorker>,
     accept_filter: Option<accept::AcceptFilter>,
     /// Link state by interface name: own interfaces and tracked ones.
     links: std::collections::HashMap<String, bool>,
@@ -88,11 +90,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             "[conntrack-sync] is configured but conntrack replication is not implemented in this version: no entries are replicated"
         );
     }
-    if config.bgp.is_some() {
-        tracing::warn!(
-            "[bgp] is configured but the BGP drivers are not implemented in this version: prepends are not changed"
-        );
-    }
 
     let mut daemon = Daemon {
         engine: Engine::new(resolved.specs, resolved.sync_groups),
@@ -101,6 +98,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         sockets: Vec::new(),
         announcers: Vec::new(),
         hooks: Some(HookWorker::spawn()),
+        bgp: config.bgp.as_ref().map(crate::bgp::BgpWorker::spawn),
         accept_filter: None,
         links: resolved.links,
         unattributed_drops: Default::default(),
@@ -118,6 +116,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     daemon.accept_filter = Some(accept::AcceptFilter::install(&no_accept).await);
     daemon.open_io(&resolved.sockets, &events_tx)?;
     drop(events_tx);
+
+    // Before any election: announce as a backup, so a fresh start never draws traffic.
+    daemon.bgp_follow(NotifyState::Backup).await;
 
     let now = Instant::now();
     for g in 0..daemon.groups.len() {
@@ -416,7 +417,12 @@ impl Daemon {
                     target,
                     state,
                     reason,
-                } => self.notify(target, state, &reason),
+                } => {
+                    if self.bgp_follows(target) {
+                        self.bgp_follow(state).await;
+                    }
+                    self.notify(target, state, &reason)
+                }
             }
         }
     }
@@ -537,12 +543,39 @@ impl Daemon {
         }
     }
 
+    /// Whether `target` is the sync group named in `[bgp]`.
+    fn bgp_follows(&self, target: NotifyTarget) -> bool {
+        let (Some(bgp), NotifyTarget::SyncGroup(s)) = (&self.bgp, target) else {
+            return false;
+        };
+        self.engine.sync_groups()[s].name == bgp.sync_group()
+    }
+
+    /// Hands the BGP worker its new state. Un-prepending (MASTER) comes after the addresses are
+    /// in place and is not waited for; prepending (leaving MASTER, start, stop) is awaited, up
+    /// to [`crate::bgp::LEAVE_MASTER_WAIT`], before the core's next actions remove addresses.
+    async fn bgp_follow(&self, state: NotifyState) {
+        let Some(bgp) = &self.bgp else { return };
+        let seq = bgp.want(state);
+        if state != NotifyState::Master && !bgp.wait(seq, crate::bgp::LEAVE_MASTER_WAIT).await {
+            tracing::warn!(
+                state = state.as_str(),
+                "BGP prepend not confirmed within {:?}; going on (the worker keeps trying)",
+                crate::bgp::LEAVE_MASTER_WAIT
+            );
+        }
+    }
+
     fn answer(&self, request: &Request) -> Response {
         match request {
             Request::ShowGroups => Response::Groups(status::groups(self)),
             Request::ShowSync => {
                 Response::Error("conntrack-sync is not running in this daemon".into())
             }
+            Request::ShowBgp => match &self.bgp {
+                Some(bgp) => Response::Bgp(Box::new(bgp.status())),
+                None => Response::Error("no [bgp] section is configured in this daemon".into()),
+            },
         }
     }
 
@@ -566,6 +599,9 @@ impl Daemon {
         }
         if let Some(hooks) = self.hooks.take() {
             hooks.finish(Duration::from_secs(10)).await;
+        }
+        if let Some(bgp) = self.bgp.take() {
+            bgp.stop();
         }
         let _ = std::fs::remove_file(&self.config.daemon.socket);
         let states: Vec<_> = self.engine.routers().iter().map(|r| r.state()).collect();

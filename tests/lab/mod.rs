@@ -883,3 +883,6 @@ fn lab_prefix_pid(prefix: &str) -> Option<u32> {
         None
     }
 }
+
+/// The BGP provider and the routers' BGP speakers (BIRD 2, FRR) for the `[bgp]` tests.
+pub mod bgp;
