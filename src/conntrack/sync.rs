@@ -129,6 +129,14 @@ enum Pending<E> {
     Delete(E),
 }
 
+#[derive(Debug, Clone, Copy)]
+struct Replica {
+    generation: u64,
+    /// Found in our own table, not installed from the peer: it may carry our old window-tracking
+    /// state (we forwarded it once), which an update would keep; it is replaced instead.
+    adopted: bool,
+}
+
 struct ResyncIn {
     epoch: u64,
     received: u64,
@@ -153,7 +161,7 @@ pub struct SyncCore<E: SyncEntry> {
     // Receiving side (BACKUP).
     /// Entries installed from the peer (or adopted from our table at BACKUP), with the resync
     /// generation that last confirmed them.
-    replicated: HashMap<E::Key, u64>,
+    replicated: HashMap<E::Key, Replica>,
     generation: u64,
     resync_in: Option<ResyncIn>,
     ops: Vec<Op<E>>,
@@ -280,7 +288,10 @@ impl<E: SyncEntry> SyncCore<E> {
         };
         for e in entries {
             if self.filter.passes(e.protocol(), e.addresses()) {
-                self.replicated.entry(e.key()).or_insert(generation);
+                self.replicated.entry(e.key()).or_insert(Replica {
+                    generation,
+                    adopted: true,
+                });
             }
         }
     }
@@ -493,10 +504,21 @@ impl<E: SyncEntry> SyncCore<E> {
                     .unwrap_or(0)
                     .max(self.cfg.replica_timeout_secs);
                 e.set_timeout_secs(timeout);
-                let known = self.replicated.insert(e.key(), self.generation).is_some();
+                let key = e.key();
+                let previous = self.replicated.insert(
+                    key.clone(),
+                    Replica {
+                        generation: self.generation,
+                        adopted: false,
+                    },
+                );
                 if let Some(r) = &mut self.resync_in {
                     r.received += 1;
-                    r.new_keys += u64::from(!known);
+                    r.new_keys += u64::from(previous.is_none());
+                }
+                if previous.is_some_and(|p| p.adopted) {
+                    // Re-created, so the kernel picks the windows up from the next packets.
+                    self.ops.push(Op::Remove(key));
                 }
                 self.ops.push(Op::Install(e));
             }
@@ -537,7 +559,7 @@ impl<E: SyncEntry> SyncCore<E> {
                 let stale: Vec<E::Key> = self
                     .replicated
                     .iter()
-                    .filter(|(_, g)| **g < current)
+                    .filter(|(_, r)| r.generation < current)
                     .map(|(k, _)| k.clone())
                     .collect();
                 for k in &stale {

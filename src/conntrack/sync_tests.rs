@@ -214,24 +214,43 @@ fn resync_sweeps_only_stale_replicated_entries_and_reports_divergence() {
     let now = Instant::now();
     let mut b = core(now);
     // Leftovers in our own table when we became BACKUP: one forwarded flow, one local flow.
-    b.adopt([flow(50, 1), local_flow(51)]);
+    b.adopt([flow(50, 1), flow(52, 1), local_flow(51)]);
     b.on_message(&Record::Upsert(flow(1, 1)).encode(), now);
     b.on_message(&Record::Upsert(flow(2, 1)).encode(), now);
     b.take_ops();
-    // The master's table now holds flows 1 and 3: 2 and 50 are stale, 3 was missing.
+    // The master's table now holds flows 1, 3 and 52: 2 and 50 are stale, 3 was missing.
     for r in [
         Record::ResyncBegin { epoch: 1 },
         Record::Upsert(flow(1, 2)),
         Record::Upsert(flow(3, 1)),
-        Record::ResyncEnd { epoch: 1, count: 2 },
+        Record::Upsert(flow(52, 2)),
+        Record::ResyncEnd { epoch: 1, count: 3 },
     ] {
         b.on_message(&r.encode(), now);
     }
-    let mut removed: Vec<(u8, u16)> = b
-        .take_ops()
-        .into_iter()
+    let installed = |p| {
+        Op::Install(Fake {
+            timeout: 3600,
+            ..flow(p, 2)
+        })
+    };
+    let ops = b.take_ops();
+    assert_eq!(
+        ops[..4],
+        [
+            installed(1), // installed from the peer before: updated in place
+            Op::Install(Fake {
+                timeout: 3600,
+                ..flow(3, 1)
+            }),
+            Op::Remove((PROTO_TCP, 52)), // adopted from our own table: re-created
+            installed(52),
+        ][..],
+    );
+    let mut removed: Vec<(u8, u16)> = ops[4..]
+        .iter()
         .filter_map(|op| match op {
-            Op::Remove(k) => Some(k),
+            Op::Remove(k) => Some(*k),
             Op::Install(_) => None,
         })
         .collect();
