@@ -9,6 +9,7 @@
 //! - [`daemon`]: the driver that wires the core to the I/O.
 
 pub mod config;
+pub mod conntrack;
 pub mod control;
 pub mod daemon;
 pub mod net;
