@@ -5,10 +5,12 @@
 //! - [`config`]: the TOML configuration and its validation.
 //! - [`net`]: raw VRRP sockets, gratuitous ARP and unsolicited neighbour advertisements.
 //! - [`netlink`]: virtual addresses, links and link events over rtnetlink.
+//! - [`conntrack`]: conntrack replication to the peer router.
 //! - [`control`]: the control socket protocol and the `show` renderings.
 //! - [`daemon`]: the driver that wires the core to the I/O.
 
 pub mod config;
+pub mod conntrack;
 pub mod control;
 pub mod daemon;
 pub mod net;
