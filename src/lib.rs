@@ -5,6 +5,7 @@
 //! - [`config`]: the TOML configuration and its validation.
 //! - [`net`]: raw VRRP sockets, gratuitous ARP and unsolicited neighbour advertisements.
 //! - [`netlink`]: virtual addresses, links and link events over rtnetlink.
+//! - [`conntrack`]: conntrack replication to the peer router.
 //! - [`control`]: the control socket protocol and the `show` renderings.
 //! - [`daemon`]: the driver that wires the core to the I/O.
 

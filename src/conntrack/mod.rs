@@ -3,14 +3,19 @@
 //!
 //! - [`entry`], [`kernel`]: the replicated entry with its wire form, and the kernel table over
 //!   ctnetlink (events, dump, batched install/remove).
-//! - [`channel`]: the encrypted, authenticated TCP channel to the peer.
-//! - [`sync`], [`messages`], [`filter`]: the replication logic without I/O; [`task`] drives it.
+//! - [`channel`]: the replication channel to the peer (TCP on the sync link; authenticated,
+//!   encrypted, ordered, with back-pressure), built on [`wire`] (framing and batching) and
+//!   [`noise`] (key-file, Noise handshake, frame sealing).
+//! - [`sync`], [`messages`], [`filter`]: the replication logic without I/O.
 
+pub mod channel;
 pub mod entry;
 pub mod filter;
 pub mod kernel;
 pub mod messages;
+pub mod noise;
 pub mod sync;
+pub mod wire;
 
 pub use entry::{Entry, EntryError, FlowKey};
 pub use kernel::{Conntrack, EventStream, InstallReport, KernelError, KernelEvent};
