@@ -400,6 +400,8 @@ impl Daemon {
                     g.last_transition = Some(SystemTime::now());
                     g.last_reason = Some(reason.to_string());
                 }
+                // Nothing to finish before the addresses move yet (conntrack sync will).
+                Action::BeforeMaster { .. } => {}
                 Action::AddAddresses { group } => self.set_addresses(group, true).await,
                 Action::RemoveAddresses { group } => self.set_addresses(group, false).await,
                 Action::SendAdvert { group, advert } => self.send_advert(group, &advert).await,

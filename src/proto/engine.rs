@@ -56,6 +56,9 @@ pub enum Action {
         to: State,
         reason: Reason,
     },
+    /// About to become MASTER: whatever must be in place before the addresses move (pending
+    /// conntrack entries) is finished now. Queued before the first [`Action::AddAddresses`].
+    BeforeMaster { target: NotifyTarget },
     /// Install the group's virtual addresses (idempotent).
     AddAddresses { group: GroupId },
     /// Remove the group's virtual addresses (idempotent).
@@ -131,6 +134,15 @@ impl Engine {
     /// When [`Engine::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.routers.iter().filter_map(|r| r.next_deadline()).min()
+    }
+
+    /// Holds off (or allows again) preemption for every member of a sync group: while held, its
+    /// backups follow a lower-priority master instead of taking over from it. Used until a
+    /// recovering router's conntrack table is resynchronised, as CARP does with pfsync.
+    pub fn set_preempt_hold(&mut self, sync_group: SyncGroupId, held: bool) {
+        for &m in &self.sync_groups[sync_group].members {
+            self.routers[m].set_preempt_held(held);
+        }
     }
 
     /// Records a packet the codec or the driver dropped, on the group it was meant for.
@@ -280,6 +292,11 @@ impl Engine {
         }
         let members = self.members(id);
         let before = self.aggregate(&members);
+        if want.to == State::Master && before != State::Master {
+            self.actions.push_back(Action::BeforeMaster {
+                target: self.target(id),
+            });
+        }
         // Leaving MASTER: hooks first (a BGP prepend must go out before the addresses go).
         let leaving_master = before == State::Master && want.to != State::Master;
         if leaving_master {

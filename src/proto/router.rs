@@ -181,6 +181,8 @@ pub struct VirtualRouter {
     resigned_master: Option<IpAddr>,
     /// When a lower-priority master was first heard; preemption waits `preempt_delay` from here.
     lower_master_since: Option<Instant>,
+    /// Preemption is held off by the driver (e.g. until the conntrack table is resynchronised).
+    preempt_held: bool,
     /// Remaining gratuitous ARP / NA repeats after becoming master, and when the next is due.
     announce_timer: Option<Instant>,
     announces_left: u8,
@@ -206,6 +208,7 @@ impl VirtualRouter {
             master_down_timer: None,
             resigned_master: None,
             lower_master_since: None,
+            preempt_held: false,
             announce_timer: None,
             announces_left: 0,
             master_address: None,
@@ -245,6 +248,14 @@ impl VirtualRouter {
     }
     pub fn is_owner(&self) -> bool {
         self.params.priority == 255
+    }
+    pub fn preempt_held(&self) -> bool {
+        self.preempt_held
+    }
+    /// While held, a Backup follows a lower-priority master instead of preempting it; it still
+    /// takes over when Master_Down_Timer fires (nobody else is serving).
+    pub fn set_preempt_held(&mut self, held: bool) {
+        self.preempt_held = held;
     }
 
     /// Priority in effect: the configured one while running, 0 when not taking part.
@@ -365,7 +376,7 @@ impl VirtualRouter {
             return;
         }
         let local = self.params.priority;
-        let accept = if !self.params.preempt || adv.priority >= local {
+        let accept = if !self.params.preempt || self.preempt_held || adv.priority >= local {
             self.lower_master_since = None;
             true
         } else {

@@ -100,6 +100,7 @@ fn rfc5798_6_4_1_address_owner_becomes_master_at_startup() {
     let kinds: Vec<&str> = a
         .iter()
         .map(|a| match a {
+            Action::BeforeMaster { .. } => "before-master",
             Action::Transition { .. } => "transition",
             Action::AddAddresses { .. } => "add",
             Action::SendAdvert { .. } => "advert",
@@ -108,9 +109,19 @@ fn rfc5798_6_4_1_address_owner_becomes_master_at_startup() {
             Action::RemoveAddresses { .. } => "remove",
         })
         .collect();
-    assert_eq!(kinds, ["transition", "add", "advert", "announce", "notify"]);
+    assert_eq!(
+        kinds,
+        [
+            "before-master",
+            "transition",
+            "add",
+            "advert",
+            "announce",
+            "notify"
+        ]
+    );
     assert!(matches!(
-        &a[0],
+        &a[1],
         Action::Transition {
             reason: Reason::AddressOwner,
             ..
@@ -144,8 +155,9 @@ fn rfc5798_6_4_2_master_down_timer_makes_backup_master() {
     assert!(run_until(&mut e, t0 + mdi - Duration::from_nanos(1)).is_empty());
     let a = run_until(&mut e, t0 + mdi);
     assert_eq!(e.router(0).state(), State::Master);
+    assert!(matches!(&a[0], Action::BeforeMaster { .. }));
     assert!(matches!(
-        &a[0],
+        &a[1],
         Action::Transition {
             from: State::Backup,
             to: State::Master,
@@ -182,7 +194,7 @@ fn rfc5798_6_4_2_priority_zero_sets_master_down_timer_to_skew_time() {
     let a = run_until(&mut e, t1 + skew);
     assert_eq!(e.router(0).state(), State::Master);
     assert!(
-        matches!(&a[0], Action::Transition { reason: Reason::PriorityZero { from }, .. } if *from == PEER_HIGH)
+        matches!(&a[1], Action::Transition { reason: Reason::PriorityZero { from }, .. } if *from == PEER_HIGH)
     );
     assert_eq!(e.router(0).stats().priority_zero_rx, 1);
 }
@@ -624,4 +636,86 @@ fn sync_group_does_not_become_master_while_a_member_is_down_at_start() {
         assert_eq!(e.router(m).state(), State::Fault);
     }
     assert_eq!(e.router(4).state(), State::Master);
+}
+
+#[test]
+fn before_master_is_queued_once_per_move_ahead_of_every_address() {
+    let t0 = Instant::now();
+    let mut e = main_sync_group();
+    e.start(t0);
+    drain(&mut e);
+    let mdi = e.router(0).master_down_interval();
+    let a = run_until(&mut e, t0 + mdi);
+    let before: Vec<usize> = a
+        .iter()
+        .enumerate()
+        .filter(|(_, x)| {
+            matches!(
+                x,
+                Action::BeforeMaster {
+                    target: NotifyTarget::SyncGroup(0)
+                }
+            )
+        })
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(
+        before.len(),
+        1,
+        "one BeforeMaster for the sync group: {a:?}"
+    );
+    let first_add = a
+        .iter()
+        .position(|x| matches!(x, Action::AddAddresses { group } if *group < 4))
+        .expect("the members add their addresses");
+    assert!(before[0] < first_add);
+    // Staying MASTER (adverts every interval) queues no further BeforeMaster.
+    let later = run_until(&mut e, t0 + mdi + Duration::from_secs(5));
+    assert!(
+        !later
+            .iter()
+            .any(|x| matches!(x, Action::BeforeMaster { .. }))
+    );
+}
+
+#[test]
+fn preempt_hold_follows_a_lower_master_until_released() {
+    let t0 = Instant::now();
+    let mut e = main_sync_group();
+    e.start(t0);
+    drain(&mut e);
+    e.set_preempt_hold(0, true);
+    // Every member hears the same lower-priority master.
+    let hear_lower = |e: &mut Engine, t| {
+        for m in 0..4 {
+            e.handle_advert(t, m, &advert_from(PEER_HIGH, 10 + m as u8, 100, 100));
+        }
+    };
+    // Held: a lower-priority master is followed for far longer than Master_Down_Interval.
+    for i in 1..=10 {
+        let t = t0 + Duration::from_secs(i);
+        run_until(&mut e, t - Duration::from_nanos(1));
+        hear_lower(&mut e, t);
+    }
+    assert_eq!(e.router(0).state(), State::Backup);
+    // Released: the next lower advert is discarded and the member preempts at Master_Down.
+    e.set_preempt_hold(0, false);
+    let t = t0 + Duration::from_secs(11);
+    run_until(&mut e, t - Duration::from_nanos(1));
+    hear_lower(&mut e, t);
+    let mdi = e.router(0).master_down_interval();
+    run_until(&mut e, t + mdi);
+    assert_eq!(e.router(0).state(), State::Master);
+}
+
+#[test]
+fn preempt_hold_still_takes_over_when_the_master_is_gone() {
+    let t0 = Instant::now();
+    let mut e = main_sync_group();
+    e.start(t0);
+    drain(&mut e);
+    e.set_preempt_hold(0, true);
+    let mdi = e.router(0).master_down_interval();
+    run_until(&mut e, t0 + mdi);
+    assert_eq!(e.router(0).state(), State::Master);
 }
