@@ -139,10 +139,11 @@ fn show(what: ShowWhat) -> ExitCode {
             serde_json::to_string_pretty(&groups).unwrap_or_default()
         ),
         Response::Groups(groups) => print!("{}", render::groups_table(&groups)),
-        Response::Sync(value) => println!(
+        Response::Sync(value) if json => println!(
             "{}",
             serde_json::to_string_pretty(&value).unwrap_or_default()
         ),
+        Response::Sync(value) => print!("{}", render::sync_table(&value)),
         Response::Error(message) => {
             eprintln!("vrrpd: {message}");
             return ExitCode::from(1);

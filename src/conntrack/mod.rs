@@ -14,7 +14,9 @@ pub mod filter;
 pub mod kernel;
 pub mod messages;
 pub mod noise;
+pub mod preflight;
 pub mod sync;
+pub mod task;
 pub mod wire;
 
 pub use entry::{Entry, EntryError, FlowKey};

@@ -107,3 +107,37 @@ pub fn prometheus(groups: &[GroupStatus]) -> String {
     }
     out
 }
+
+/// The `vrrpd show sync` table: one `key  value` line per field of the status object, errors by
+/// reason indented below.
+pub fn sync_table(status: &serde_json::Value) -> String {
+    let Some(map) = status.as_object() else {
+        return format!("{status}\n");
+    };
+    let width = map.keys().map(String::len).max().unwrap_or(0);
+    let mut out = String::new();
+    for (key, value) in map {
+        match value {
+            serde_json::Value::Object(inner) => {
+                let _ = writeln!(
+                    out,
+                    "{key:<width$}  {}",
+                    if inner.is_empty() { "none" } else { "" }
+                );
+                for (k, v) in inner {
+                    let _ = writeln!(out, "  {k:<w$}  {v}", w = width.saturating_sub(2));
+                }
+            }
+            serde_json::Value::String(s) => {
+                let _ = writeln!(out, "{key:<width$}  {s}");
+            }
+            serde_json::Value::Null => {
+                let _ = writeln!(out, "{key:<width$}  -");
+            }
+            other => {
+                let _ = writeln!(out, "{key:<width$}  {other}");
+            }
+        }
+    }
+    out
+}

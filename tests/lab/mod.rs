@@ -27,6 +27,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
+
+pub mod conntrack;
 use serde_json::Value;
 
 /// The routers of the lab.
