@@ -167,8 +167,32 @@ fn flows_survive_failover_and_failback_with_strict_window_tracking() {
     eprintln!("show sync on a after failback: {sa}");
     assert!(
         sa["resyncs-received"].as_u64().unwrap() >= 1,
-        "a waited for b's table: {sa}"
+        "a received b's table: {sa}"
     );
+    // a released its preempt hold (full resync received) before it took over.
+    let restarted = lab
+        .daemons()
+        .into_iter()
+        .rfind(|d| d.router() == "a")
+        .unwrap();
+    let log = restarted.log();
+    let released = log
+        .find("preempt hold held=false")
+        .expect("the hold is released");
+    let master = log.find("to=MASTER").expect("a became MASTER");
+    assert!(released < master, "a preempted before it had b's table");
+    // b, now BACKUP, holds a's table again.
+    lab.wait_until(Duration::from_secs(20), || {
+        show_sync(&lab, "b")
+            .is_ok_and(|s| s["role"] == "backup" && s["resyncs-received"].as_u64() >= Some(1))
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "b resynchronised from a: {e}: {}",
+            show_sync(&lab, "b").unwrap()
+        )
+    });
+    assert!(conntrack_count(&lab, "b", &["-p", "tcp", "--dport", "5001"]) >= TCP_FLOWS);
     traffic.stop();
     eprintln!(
         "measured: {TCP_FLOWS} TCP + {UDP_FLOWS} UDP + 1 slow UDP flows survived; longest stall failover tcp {fail_tcp:?} udp {fail_udp:?}, failback tcp {back_tcp:?} udp {back_udp:?}"

@@ -9,6 +9,7 @@
 //! kind 2 Delete       body = the entry's own encoding (the master's last view of the flow)
 //! kind 3 ResyncBegin  body = epoch (u64 BE)
 //! kind 4 ResyncEnd    body = epoch (u64 BE), count of Upserts since ResyncBegin (u64 BE)
+//! kind 5 ResyncRequest body empty: a backup asks the master for its whole table
 //! ```
 //! The channel authenticates and orders messages; this layer only has to reject what a peer of
 //! another version (or a bug) could send, with a reason for the `show sync` error counters.
@@ -22,6 +23,7 @@ const KIND_UPSERT: u8 = 1;
 const KIND_DELETE: u8 = 2;
 const KIND_RESYNC_BEGIN: u8 = 3;
 const KIND_RESYNC_END: u8 = 4;
+const KIND_RESYNC_REQUEST: u8 = 5;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record<E> {
@@ -33,6 +35,9 @@ pub enum Record<E> {
     ResyncBegin { epoch: u64 },
     /// The transfer is complete: `count` Upserts were sent since the matching ResyncBegin.
     ResyncEnd { epoch: u64, count: u64 },
+    /// Sent by a backup that may have missed records (it just left MASTER, or a resync was
+    /// incomplete): the master answers with a resync.
+    ResyncRequest,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -86,6 +91,7 @@ impl<E: SyncEntry> Record<E> {
                 out.extend_from_slice(&epoch.to_be_bytes());
                 out.extend_from_slice(&count.to_be_bytes());
             }
+            Record::ResyncRequest => out.push(KIND_RESYNC_REQUEST),
         }
         out
     }
@@ -127,6 +133,10 @@ impl<E: SyncEntry> Record<E> {
                 let count = u64_at(8)?;
                 exact(16)?;
                 Ok(Record::ResyncEnd { epoch, count })
+            }
+            KIND_RESYNC_REQUEST => {
+                exact(0)?;
+                Ok(Record::ResyncRequest)
             }
             other => Err(RecordError::Kind(other)),
         }

@@ -158,6 +158,8 @@ pub struct SyncCore<E: SyncEntry> {
     resync_wanted: bool,
     epoch: u64,
     resync_out: VecDeque<Record<E>>,
+    /// Records sent in any role (resync requests).
+    control_out: VecDeque<Record<E>>,
     // Receiving side (BACKUP).
     /// Entries installed from the peer (or adopted from our table at BACKUP), with the resync
     /// generation that last confirmed them.
@@ -189,6 +191,7 @@ impl<E: SyncEntry> SyncCore<E> {
             resync_wanted: false,
             epoch: 0,
             resync_out: VecDeque::new(),
+            control_out: VecDeque::new(),
             replicated: HashMap::new(),
             generation: 0,
             resync_in: None,
@@ -220,7 +223,7 @@ impl<E: SyncEntry> SyncCore<E> {
     }
     /// Records waiting to be handed to the channel.
     pub fn queue_depth(&self) -> usize {
-        self.order.len() + self.resync_out.len()
+        self.order.len() + self.resync_out.len() + self.control_out.len()
     }
     pub fn replicated_entries(&self) -> usize {
         self.replicated.len()
@@ -261,7 +264,18 @@ impl<E: SyncEntry> SyncCore<E> {
                     self.counters.deletes_suppressed += dropped;
                 }
                 self.clear_outgoing();
+                if from == Role::Master && role == Role::Backup {
+                    // The new master's first records may have reached us while we were still
+                    // MASTER and were dropped as stale: ask for its whole table.
+                    self.request_resync();
+                }
             }
+        }
+    }
+
+    fn request_resync(&mut self) {
+        if self.connected {
+            self.control_out.push_back(Record::ResyncRequest);
         }
     }
 
@@ -309,6 +323,7 @@ impl<E: SyncEntry> SyncCore<E> {
     pub fn on_disconnected(&mut self) {
         self.connected = false;
         self.resync_in = None;
+        self.control_out.clear();
         if self.role == Role::Master {
             // Lost with the connection; the peer gets a full resync when it is back.
             self.clear_outgoing();
@@ -458,6 +473,12 @@ impl<E: SyncEntry> SyncCore<E> {
 
     /// The next record for the channel.
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        if self.role == Role::Stopped {
+            return None;
+        }
+        if let Some(r) = self.control_out.pop_front() {
+            return Some(r.encode());
+        }
         if self.role != Role::Master {
             return None;
         }
@@ -486,6 +507,12 @@ impl<E: SyncEntry> SyncCore<E> {
                 return;
             }
         };
+        if let Record::ResyncRequest = record {
+            if self.role == Role::Master {
+                self.resync_wanted = self.connected;
+            }
+            return;
+        }
         if self.role != Role::Backup {
             // MASTER: our table is the reference now; whatever the old master still says is stale.
             self.count_error("stale-input");
@@ -542,7 +569,9 @@ impl<E: SyncEntry> SyncCore<E> {
             }
             Record::ResyncEnd { epoch, count } => {
                 let Some(r) = self.resync_in.take() else {
-                    self.count_error("resync-unexpected-end");
+                    // E.g. its ResyncBegin reached us while we were still MASTER: a resync we
+                    // asked for follows.
+                    self.count_error("resync-end-without-begin");
                     return;
                 };
                 if r.epoch != epoch || r.received != count {
@@ -553,6 +582,7 @@ impl<E: SyncEntry> SyncCore<E> {
                         "incomplete conntrack resync: nothing swept"
                     );
                     self.count_error("resync-incomplete");
+                    self.request_resync();
                     return;
                 }
                 let current = self.generation;
@@ -582,6 +612,7 @@ impl<E: SyncEntry> SyncCore<E> {
                 self.last_full_sync = Some(now);
                 self.hold_until = None;
             }
+            Record::ResyncRequest => {} // answered above
         }
     }
 

@@ -132,6 +132,7 @@ fn records_round_trip_and_bad_input_is_rejected_with_a_reason() {
         Record::Delete(flow(1, 2)),
         Record::ResyncBegin { epoch: 7 },
         Record::ResyncEnd { epoch: 7, count: 3 },
+        Record::ResyncRequest,
     ];
     for r in recs {
         let bytes = r.encode();
@@ -332,8 +333,25 @@ fn leaving_master_sends_nothing_more() {
     m.set_role(Role::Backup, now);
     m.on_local_event(LocalEvent::Destroy(flow(3, 1)), now);
     m.on_timer(now + Duration::from_secs(5));
-    assert!(m.poll_transmit().is_none());
+    // Only a request for the new master's table goes out.
+    assert_eq!(drain(&mut m), vec![Record::ResyncRequest]);
     assert_eq!(m.counters().deletes_suppressed, 1);
+}
+
+#[test]
+fn a_resync_request_is_answered_with_the_whole_table() {
+    let now = Instant::now();
+    let mut m = master(now);
+    m.take_resync_request();
+    assert!(m.take_resync_request().is_none());
+    m.on_message(&Record::<Fake>::ResyncRequest.encode(), now);
+    assert!(m.take_resync_request().is_some());
+    // A backup ignores it.
+    let mut b = core(now);
+    b.on_connected(now);
+    b.on_message(&Record::<Fake>::ResyncRequest.encode(), now);
+    assert!(b.take_resync_request().is_none());
+    assert!(b.counters().errors.is_empty());
 }
 
 #[test]
