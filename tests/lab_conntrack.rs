@@ -5,7 +5,6 @@
 
 mod lab;
 
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use lab::conntrack::{
@@ -225,42 +224,126 @@ fn without_replication_the_flows_die_at_failover() {
     traffic.stop();
 }
 
+/// The sync channel's first session as the dialer sent it: (destination address, bytes).
+fn recorded_dialer_session(pcap: &std::path::Path) -> (String, Vec<u8>) {
+    let out = std::process::Command::new("tshark")
+        .arg("-r")
+        .arg(pcap)
+        .args([
+            "-Y",
+            "tcp.dstport == 3780 && tcp.len > 0",
+            "-T",
+            "fields",
+            "-e",
+            "tcp.stream",
+            "-e",
+            "ip.dst",
+            "-e",
+            "tcp.payload",
+        ])
+        .output()
+        .expect("running tshark");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut stream = None;
+    let mut dst = String::new();
+    let mut bytes = Vec::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        if f.len() < 3 {
+            continue;
+        }
+        if stream.is_none() {
+            stream = Some(f[0].to_string());
+            dst = f[1].to_string();
+        }
+        if stream.as_deref() != Some(f[0]) {
+            continue;
+        }
+        let hex: String = f[2].chars().filter(|c| c.is_ascii_hexdigit()).collect();
+        for i in (0..hex.len() / 2 * 2).step_by(2) {
+            bytes.push(u8::from_str_radix(&hex[i..i + 2], 16).unwrap());
+        }
+    }
+    assert!(
+        !bytes.is_empty(),
+        "no session recorded: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (dst, bytes)
+}
+
 #[test]
-fn garbage_on_the_sync_port_is_counted_and_dropped() {
+fn garbage_forged_replayed_and_truncated_input_on_the_sync_port_is_counted_and_dropped() {
     let lab = Lab::up("ctjunk").expect("lab up");
     stateful_routers(&lab);
-    lab.start_router(&router_with_sync(&lab, "a", 200));
+    // Record the channel's first session on the sync link, to replay it later.
+    let pcap = lab.dir().join("sync.pcap");
+    let mut capture = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.ns("b"),
+            "tcpdump",
+            "-U",
+            "-n",
+            "-i",
+            "eth3",
+            "-w",
+        ])
+        .arg(&pcap)
+        .args(["tcp", "port", "3780"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starting tcpdump");
+    std::thread::sleep(Duration::from_millis(500));
+    let da = lab.start_router(&router_with_sync(&lab, "a", 200));
     let db = lab.start_router(&router_with_sync(&lab, "b", 100));
     lab.wait_until(Duration::from_secs(20), || {
         connected(&lab, "a") && connected(&lab, "b")
     })
     .expect("the sync channel connects");
-    let before = conntrack_count(&lab, "b", &[]);
-    // From router a's namespace (an attacker on the sync link): TCP garbage, a truncated frame,
-    // a forged frame of plausible shape, an oversized length, and UDP datagrams.
-    let script = r#"
-import socket, os, time
-def tcp(data, linger=0.3):
-    s = socket.create_connection(("10.76.9.2", 3780), timeout=3)
+    std::thread::sleep(Duration::from_secs(2)); // a few heartbeats into the recording
+    let _ = capture.kill();
+    let _ = capture.wait();
+    let (target, session) = recorded_dialer_session(&pcap);
+    // The attacker sits on the dialer's side of the sync link.
+    let (from, victim) = if target == "10.76.9.2" {
+        ("a", "b")
+    } else {
+        ("b", "a")
+    };
+    std::fs::write(lab.dir().join("session.bin"), &session).unwrap();
+    let installed_before = show_sync(&lab, victim).unwrap()["entries-installed"].clone();
+    let entries_before = conntrack_count(&lab, victim, &[]);
+
+    let script = format!(
+        r#"
+import socket, os, time, sys
+T = ("{target}", 3780)
+def tcp(data, linger=0.5):
     try:
+        s = socket.create_connection(T, timeout=3)
         s.sendall(data)
         time.sleep(linger)
-    except OSError:
-        pass
-    s.close()
-tcp(b"GET / HTTP/1.0\r\n\r\n" + os.urandom(300))
-tcp(b"\x00\x00\x04\x00" + os.urandom(20))
-tcp(b"\x00\x00\x00\x60" + os.urandom(0x60))
-tcp(b"\xff\xff\xff\xff" + os.urandom(64))
-tcp(os.urandom(4096))
+        s.close()
+    except OSError as e:
+        print("send:", e, file=sys.stderr)
+pre = b"VRCT\x01\x01\x00\x00"
+tcp(b"GET / HTTP/1.0\r\n\r\n" + os.urandom(300))                               # garbage
+tcp(pre + (100).to_bytes(4, "big") + (0).to_bytes(8, "big") + os.urandom(20))  # truncated
+tcp(pre + (48).to_bytes(4, "big") + (0).to_bytes(8, "big") + os.urandom(48))   # forged handshake
+tcp(pre + (0xffffffff).to_bytes(4, "big") + os.urandom(64))                     # oversize
+tcp(open("{session}", "rb").read(), 1.0)                                       # replayed session
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 for _ in range(20):
-    u.sendto(os.urandom(200), ("10.76.9.2", 3780))
-"#;
-    let mut f = std::fs::File::create(lab.dir().join("junk.py")).unwrap();
-    f.write_all(script.as_bytes()).unwrap();
+    u.sendto(os.urandom(200), T)                                               # UDP: nobody listens
+"#,
+        session = lab.dir().join("session.bin").display()
+    );
+    std::fs::write(lab.dir().join("junk.py"), script).unwrap();
     let out = lab.exec(
-        "a",
+        from,
         &["python3", lab.dir().join("junk.py").to_str().unwrap()],
     );
     assert!(
@@ -268,33 +351,44 @@ for _ in range(20):
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let errors = || -> u64 {
-        show_sync(&lab, "b")
+    let reasons = || -> std::collections::BTreeMap<String, u64> {
+        show_sync(&lab, victim)
             .ok()
-            .and_then(|s| {
-                s["errors"]
-                    .as_object()
-                    .map(|m| m.values().filter_map(|v| v.as_u64()).sum())
-            })
-            .unwrap_or(0)
+            .and_then(|s| serde_json::from_value(s["errors"].clone()).ok())
+            .unwrap_or_default()
     };
-    lab.wait_until(Duration::from_secs(10), || errors() >= 4)
-        .unwrap_or_else(|e| {
-            panic!(
-                "errors counted on b: {e}: {}",
-                show_sync(&lab, "b").unwrap()
-            )
-        });
-    let sb = show_sync(&lab, "b").unwrap();
-    eprintln!("show sync on b after garbage: {}", sb["errors"]);
-    assert!(db.is_running(), "b's daemon survives");
-    assert_eq!(sb["entries-installed"], 0, "nothing installed: {sb}");
-    let after = conntrack_count(&lab, "b", &[]);
-    assert!(
-        after <= before + 12,
-        "no entries created from garbage ({before} -> {after})"
+    // A frame cut short by the end of the connection is counted as "io" by the channel
+    // (end of stream inside a frame), as "truncated" when cut inside a connection.
+    let wanted: [&[&str]; 5] = [
+        &["garbage"],
+        &["truncated", "io"],
+        &["auth"],
+        &["oversize"],
+        &["replay"],
+    ];
+    let res = lab.wait_until(Duration::from_secs(15), || {
+        let r = reasons();
+        wanted
+            .iter()
+            .all(|any| r.keys().any(|k| any.iter().any(|w| k.contains(w))))
+    });
+    let sv = show_sync(&lab, victim).unwrap();
+    eprintln!(
+        "show sync errors on {victim} after the attack: {}",
+        sv["errors"]
     );
-    // The real peer still gets through.
-    lab.wait_until(Duration::from_secs(20), || connected(&lab, "b"))
-        .expect("the real peer is connected again");
+    res.unwrap_or_else(|e| panic!("every kind counted on {victim}: {e}: {}", sv["errors"]));
+    assert!(da.is_running() && db.is_running(), "both daemons survive");
+    assert_eq!(
+        sv["entries-installed"], installed_before,
+        "nothing installed: {sv}"
+    );
+    let entries_after = conntrack_count(&lab, victim, &[]);
+    assert!(
+        entries_after <= entries_before + 12,
+        "no entries created from the input ({entries_before} -> {entries_after})"
+    );
+    // The real peer is (again) connected.
+    lab.wait_until(Duration::from_secs(20), || connected(&lab, victim))
+        .expect("the real peer is connected");
 }

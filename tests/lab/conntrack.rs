@@ -66,6 +66,9 @@ pub fn sync_section(lab: &Lab, router: &str) -> String {
     if !key.exists() {
         let bytes: Vec<u8> = (0..48).map(|i| (i * 37 + 11) as u8).collect();
         std::fs::write(&key, bytes).expect("writing the key file");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod 600 the key file");
     }
     let peer = if router == "a" {
         "10.76.9.2"
