@@ -11,7 +11,7 @@ use lab::conntrack::{
     Traffic, alive_since, conntrack_count, reset_gaps, router_with_sync, show_sync,
     stateful_routers, summary,
 };
-use lab::{Lab, RouterConfig, SERVER4};
+use lab::{Lab, RouterConfig, SERVER4, SERVER6};
 
 const TCP_FLOWS: usize = 500;
 const UDP_FLOWS: usize = 20;
@@ -44,7 +44,9 @@ fn setup(lab: &Lab, a: &RouterConfig, b: &RouterConfig, sync: bool) -> Traffic {
         })
         .expect("the sync channel connects");
     }
-    let traffic = Traffic::start(lab, SERVER4, TCP_FLOWS, UDP_FLOWS, PERIOD, SLOW_PERIOD);
+    // Every fifth flow over IPv6 (SNAT to the IPv6 WAN VIP), the others over IPv4.
+    let servers = [SERVER4, SERVER4, SERVER4, SERVER4, SERVER6];
+    let traffic = Traffic::start(lab, &servers, TCP_FLOWS, UDP_FLOWS, PERIOD, SLOW_PERIOD);
     let t0 = Instant::now();
     lab.wait_until(Duration::from_secs(60), || {
         alive_since(&traffic.tcp, t0) == TCP_FLOWS
@@ -130,6 +132,10 @@ fn flows_survive_failover_and_failback_with_strict_window_tracking() {
         lab.ping("client", SERVER4, 3, Duration::from_secs(10)),
         "ICMP resumes after failover"
     );
+    assert!(
+        lab.ping("client", SERVER6, 3, Duration::from_secs(10)),
+        "ICMPv6 resumes after failover"
+    );
     let (fail_tcp, fail_udp) = report("failover by router loss", &traffic);
     let sb = show_sync(&lab, "b").expect("show sync on b");
     eprintln!("show sync on b after failover: {sb}");
@@ -160,6 +166,10 @@ fn flows_survive_failover_and_failback_with_strict_window_tracking() {
     assert!(
         lab.ping("client", SERVER4, 3, Duration::from_secs(10)),
         "ICMP resumes after failback"
+    );
+    assert!(
+        lab.ping("client", SERVER6, 3, Duration::from_secs(10)),
+        "ICMPv6 resumes after failback"
     );
     let (back_tcp, back_udp) = report("failback by preemption", &traffic);
     let sa = show_sync(&lab, "a").expect("show sync on a");

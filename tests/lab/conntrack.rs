@@ -108,11 +108,17 @@ pub fn show_sync(lab: &Lab, router: &str) -> Result<Value> {
 }
 
 /// Number of conntrack entries in `node` matching `conntrack -L` filter arguments.
+/// Both families are counted.
 pub fn conntrack_count(lab: &Lab, node: &str, args: &[&str]) -> usize {
-    let mut cmd = vec!["conntrack", "-L"];
-    cmd.extend_from_slice(args);
-    let out = lab.exec(node, &cmd);
-    String::from_utf8_lossy(&out.stdout).lines().count()
+    ["ipv4", "ipv6"]
+        .iter()
+        .map(|family| {
+            let mut cmd = vec!["conntrack", "-L", "-f", family];
+            cmd.extend_from_slice(args);
+            let out = lab.exec(node, &cmd);
+            String::from_utf8_lossy(&out.stdout).lines().count()
+        })
+        .sum()
 }
 
 /// Runs `f` on a new thread inside network namespace `ns`.
@@ -177,7 +183,7 @@ impl Traffic {
     /// `period`, one slow UDP flow the server pushes to every `slow_period`.
     pub fn start(
         lab: &Lab,
-        server: &str,
+        servers: &[&str],
         tcp: usize,
         udp: usize,
         period: Duration,
@@ -185,7 +191,10 @@ impl Traffic {
     ) -> Traffic {
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
-        let server_addr: std::net::IpAddr = server.parse().expect("server address");
+        let server_addrs: Vec<std::net::IpAddr> = servers
+            .iter()
+            .map(|s| s.parse().expect("server address"))
+            .collect();
         let ready = Arc::new(AtomicU64::new(0));
         {
             let stop = stop.clone();
@@ -207,7 +216,7 @@ impl Traffic {
                 tcp_connected.clone(),
             );
             threads.push(in_netns(&lab.ns("client"), move || {
-                runtime().block_on(clients(stop, server_addr, period, t, u, s, c))
+                runtime().block_on(clients(stop, server_addrs, period, t, u, s, c))
             }));
         }
         Traffic {
@@ -281,16 +290,16 @@ async fn serve(
     slow_period: Duration,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let tcp = tokio::net::TcpListener::bind(("0.0.0.0", TCP_PORT))
+    let tcp = tokio::net::TcpListener::bind(("::", TCP_PORT))
         .await
         .expect("tcp listen");
     let udp = Arc::new(
-        tokio::net::UdpSocket::bind(("0.0.0.0", UDP_PORT))
+        tokio::net::UdpSocket::bind(("::", UDP_PORT))
             .await
             .expect("udp bind"),
     );
     let slow = Arc::new(
-        tokio::net::UdpSocket::bind(("0.0.0.0", SLOW_UDP_PORT))
+        tokio::net::UdpSocket::bind(("::", SLOW_UDP_PORT))
             .await
             .expect("udp bind"),
     );
@@ -353,7 +362,7 @@ async fn serve(
 
 async fn clients(
     stop: Arc<AtomicBool>,
-    server: std::net::IpAddr,
+    servers: Vec<std::net::IpAddr>,
     period: Duration,
     tcp: Stats,
     udp: Stats,
@@ -365,6 +374,7 @@ async fn clients(
         let stats = tcp.clone();
         let stop = stop.clone();
         let connected = connected.clone();
+        let server = servers[i % servers.len()];
         tokio::spawn(async move {
             let fail =
                 |e: String| stats[i].lock().unwrap().error = Some(format!("tcp flow {i}: {e}"));
@@ -414,8 +424,14 @@ async fn clients(
     for (stats, port) in udp_flows {
         for i in 0..stats.len() {
             let stats = stats.clone();
+            let server = servers[i % servers.len()];
             tokio::spawn(async move {
-                let std_sock = UdpSocket::bind(("0.0.0.0", 0)).expect("udp bind");
+                let any: std::net::IpAddr = if server.is_ipv4() {
+                    std::net::Ipv4Addr::UNSPECIFIED.into()
+                } else {
+                    std::net::Ipv6Addr::UNSPECIFIED.into()
+                };
+                let std_sock = UdpSocket::bind((any, 0)).expect("udp bind");
                 std_sock.set_nonblocking(true).expect("nonblocking");
                 let sock = tokio::net::UdpSocket::from_std(std_sock).expect("tokio udp");
                 sock.connect((server, port)).await.expect("udp connect");
