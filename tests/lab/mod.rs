@@ -29,6 +29,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
 
+pub mod netns;
+
 /// The routers of the lab.
 pub const ROUTERS: [&str; 2] = ["a", "b"];
 /// Every node (namespace suffix) of the lab.
