@@ -805,3 +805,159 @@ fn kernel_message_parser_reads_what_the_encoder_writes() {
         assert_eq!(back, e);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Scale: 100,000 synthetic entries (measured, printed; asserts only completeness).
+
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+fn synthetic_udp(i: u32) -> Entry {
+    let src = IpAddr::from([10, 200 + (i >> 16) as u8, (i >> 8) as u8, i as u8]);
+    let dst = addr("10.201.0.1");
+    Entry {
+        key: FlowKey {
+            family: Family::Ipv4,
+            protocol: 17,
+            src,
+            dst,
+            src_port: 1024 + (i % 60000) as u16,
+            dst_port: 53,
+            zone: 0,
+        },
+        reply: ReplyTuple { src: dst, dst: src, src_port: 53, dst_port: 1024 + (i % 60000) as u16 },
+        status: status::SEEN_REPLY | status::ASSURED | status::CONFIRMED,
+        timeout: Some(600),
+        mark: None,
+        tcp: None,
+        raw: vec![],
+    }
+}
+
+#[derive(Default, Debug)]
+struct EventTally {
+    new: usize,
+    update: usize,
+    destroy: usize,
+    overruns: usize,
+    cpu: Duration,
+    first: Option<Instant>,
+    last: Option<Instant>,
+}
+
+/// Reads events in `ns` on its own thread until `stop` says so and nothing arrived for 1 s.
+fn event_reader(
+    ns: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<EventTally> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = std::thread::spawn(move || {
+        lab::netns::enter(&ns).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let mut events = EventStream::open().unwrap();
+            tx.send(()).unwrap();
+            let mut t = EventTally::default();
+            let cpu0 = thread_cpu();
+            let mut batch = Vec::new();
+            loop {
+                batch.clear();
+                let r =
+                    tokio::time::timeout(Duration::from_secs(1), events.next_batch(&mut batch)).await;
+                match r {
+                    Err(_) if stop.load(std::sync::atomic::Ordering::SeqCst) => break,
+                    Err(_) => continue,
+                    Ok(r) => {
+                        r.unwrap();
+                    }
+                }
+                let now = Instant::now();
+                t.first.get_or_insert(now);
+                t.last = Some(now);
+                for ev in &batch {
+                    match ev {
+                        KernelEvent::New(_) => t.new += 1,
+                        KernelEvent::Update(_) => t.update += 1,
+                        KernelEvent::Destroy(_) => t.destroy += 1,
+                        KernelEvent::Overrun => t.overruns += 1,
+                    }
+                }
+            }
+            t.cpu = thread_cpu() - cpu0;
+            t
+        })
+    });
+    rx.recv().unwrap();
+    h
+}
+
+#[test]
+fn scale_100k_install_dump_events() -> Result<()> {
+    require_root()?;
+    const N: u32 = 100_000;
+    let rt = runtime();
+    let ns = Netns::new("scale")?;
+    ns.sysctl("net.netfilter.nf_conntrack_events=1")?;
+    let entries: Vec<Entry> = (0..N).map(synthetic_udp).collect();
+    let mut wire = Vec::new();
+    entries[0].encode(&mut wire);
+    eprintln!(
+        "memory per Entry: {} bytes (UDP, no raw attributes; size_of::<Entry>() = {}); wire form {} bytes",
+        entries[0].memory_size(),
+        std::mem::size_of::<Entry>(),
+        wire.len()
+    );
+    let ct = open_ct(&ns.name, &rt);
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = event_reader(ns.name.clone(), stop.clone());
+    let t = Instant::now();
+    let report = rt.block_on(ct.install(&entries))?;
+    let install = t.elapsed();
+    assert_eq!(report.created, N as usize, "{report:?}");
+    let t = Instant::now();
+    let dumped = rt.block_on(ct.dump())?;
+    let dump = t.elapsed();
+    assert_eq!(dumped.len(), N as usize);
+    let t = Instant::now();
+    let report = rt.block_on(ct.install(&entries))?;
+    let update = t.elapsed();
+    assert_eq!(report.updated, N as usize, "{report:?}");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let tally_create = reader.join().unwrap();
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = event_reader(ns.name.clone(), stop.clone());
+    let t = Instant::now();
+    rt.block_on(ct.flush())?;
+    let flush = t.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let tally_flush = reader.join().unwrap();
+
+    let rate = |n: u32, d: Duration| n as f64 / d.as_secs_f64();
+    eprintln!("install (create) {N}: {install:?} = {:.0} entries/s", rate(N, install));
+    eprintln!("install (update, EEXIST path) {N}: {update:?} = {:.0} entries/s", rate(N, update));
+    eprintln!("dump {N}: {dump:?} = {:.0} entries/s", rate(N, dump));
+    eprintln!("flush {N}: {flush:?}");
+    for (what, t) in [("create+update", &tally_create), ("flush", &tally_flush)] {
+        let n = t.new + t.update + t.destroy;
+        let span = t.last.zip(t.first).map(|(l, f)| l - f).unwrap_or_default();
+        eprintln!(
+            "events during {what}: new {} update {} destroy {} overruns {}; {:.0} events/s over {span:?}; reader CPU {:.2} us/event",
+            t.new,
+            t.update,
+            t.destroy,
+            t.overruns,
+            n as f64 / span.as_secs_f64().max(1e-9),
+            t.cpu.as_secs_f64() * 1e6 / n.max(1) as f64
+        );
+    }
+    // Nothing lost silently: every event arrived, or an overrun said some did not.
+    assert!(tally_create.new == N as usize || tally_create.overruns > 0, "{tally_create:?}");
+    assert!(tally_flush.destroy == N as usize || tally_flush.overruns > 0, "{tally_flush:?}");
+    Ok(())
+}
