@@ -437,6 +437,43 @@ fn events_for_new_update_destroy() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn event_overrun_is_reported() -> Result<()> {
+    require_root()?;
+    let rt = runtime();
+    let ns = Netns::new("ovr")?;
+    ns.sysctl("net.netfilter.nf_conntrack_events=1")?;
+    // A small buffer that nobody reads while 5,000 entries are created: the kernel must drop
+    // events, and the stream must say so.
+    let mut events = in_ns(&ns.name, Some(rt.handle()), || {
+        EventStream::open_with_buffer(64 * 1024).unwrap()
+    });
+    let ct = open_ct(&ns.name, &rt);
+    let entries: Vec<Entry> = (0..5000).map(synthetic_udp).collect();
+    assert_eq!(rt.block_on(ct.install(&entries))?.created, 5000);
+    let (mut news, mut overruns) = (0, 0);
+    rt.block_on(async {
+        let mut batch = Vec::new();
+        while let Ok(r) =
+            tokio::time::timeout(Duration::from_millis(500), events.next_batch(&mut batch)).await
+        {
+            r.unwrap();
+            for ev in batch.drain(..) {
+                match ev {
+                    KernelEvent::New(_) => news += 1,
+                    KernelEvent::Overrun => overruns += 1,
+                    _ => {}
+                }
+            }
+        }
+    });
+    eprintln!("small buffer: {news} NEW events read, {overruns} overruns reported");
+    assert!(news < 5000, "the buffer was meant to overflow");
+    assert!(overruns >= 1, "lost events without an Overrun");
+    assert_eq!(events.overruns, overruns as u64);
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------------
 // The kernel fact: a TCP flow started through router a continues through router b.
 
@@ -810,7 +847,10 @@ fn kernel_message_parser_reads_what_the_encoder_writes() {
 // Scale: 100,000 synthetic entries (measured, printed; asserts only completeness).
 
 fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes into the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
@@ -829,7 +869,12 @@ fn synthetic_udp(i: u32) -> Entry {
             dst_port: 53,
             zone: 0,
         },
-        reply: ReplyTuple { src: dst, dst: src, src_port: 53, dst_port: 1024 + (i % 60000) as u16 },
+        reply: ReplyTuple {
+            src: dst,
+            dst: src,
+            src_port: 53,
+            dst_port: 1024 + (i % 60000) as u16,
+        },
         status: status::SEEN_REPLY | status::ASSURED | status::CONFIRMED,
         timeout: Some(600),
         mark: None,
@@ -857,7 +902,10 @@ fn event_reader(
     let (tx, rx) = std::sync::mpsc::channel();
     let h = std::thread::spawn(move || {
         lab::netns::enter(&ns).unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async {
             let mut events = EventStream::open().unwrap();
             tx.send(()).unwrap();
@@ -866,8 +914,8 @@ fn event_reader(
             let mut batch = Vec::new();
             loop {
                 batch.clear();
-                let r =
-                    tokio::time::timeout(Duration::from_secs(1), events.next_batch(&mut batch)).await;
+                let r = tokio::time::timeout(Duration::from_secs(1), events.next_batch(&mut batch))
+                    .await;
                 match r {
                     Err(_) if stop.load(std::sync::atomic::Ordering::SeqCst) => break,
                     Err(_) => continue,
@@ -939,8 +987,14 @@ fn scale_100k_install_dump_events() -> Result<()> {
     let tally_flush = reader.join().unwrap();
 
     let rate = |n: u32, d: Duration| n as f64 / d.as_secs_f64();
-    eprintln!("install (create) {N}: {install:?} = {:.0} entries/s", rate(N, install));
-    eprintln!("install (update, EEXIST path) {N}: {update:?} = {:.0} entries/s", rate(N, update));
+    eprintln!(
+        "install (create) {N}: {install:?} = {:.0} entries/s",
+        rate(N, install)
+    );
+    eprintln!(
+        "install (update, EEXIST path) {N}: {update:?} = {:.0} entries/s",
+        rate(N, update)
+    );
     eprintln!("dump {N}: {dump:?} = {:.0} entries/s", rate(N, dump));
     eprintln!("flush {N}: {flush:?}");
     for (what, t) in [("create+update", &tally_create), ("flush", &tally_flush)] {
@@ -957,7 +1011,13 @@ fn scale_100k_install_dump_events() -> Result<()> {
         );
     }
     // Nothing lost silently: every event arrived, or an overrun said some did not.
-    assert!(tally_create.new == N as usize || tally_create.overruns > 0, "{tally_create:?}");
-    assert!(tally_flush.destroy == N as usize || tally_flush.overruns > 0, "{tally_flush:?}");
+    assert!(
+        tally_create.new == N as usize || tally_create.overruns > 0,
+        "{tally_create:?}"
+    );
+    assert!(
+        tally_flush.destroy == N as usize || tally_flush.overruns > 0,
+        "{tally_flush:?}"
+    );
     Ok(())
 }

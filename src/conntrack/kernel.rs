@@ -909,13 +909,18 @@ pub struct EventStream {
 
 impl EventStream {
     pub fn open() -> Result<Self, KernelError> {
+        Self::open_with_buffer(EVENT_RCVBUF)
+    }
+
+    /// [`EventStream::open`] with a socket receive buffer of `bytes` (the default is 64 MiB).
+    pub fn open_with_buffer(bytes: usize) -> Result<Self, KernelError> {
         let sock = open_socket(
             &[
                 NFNLGRP_CONNTRACK_NEW,
                 NFNLGRP_CONNTRACK_UPDATE,
                 NFNLGRP_CONNTRACK_DESTROY,
             ],
-            EVENT_RCVBUF,
+            bytes,
         )?;
         Ok(EventStream {
             sock,
