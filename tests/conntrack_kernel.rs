@@ -45,6 +45,7 @@ fn wire_round_trip(e: &Entry) -> Entry {
 
 const CTA_SEQ_ADJ_ORIG: u16 = 15;
 const CTA_LABELS: u16 = 22;
+const CTA_HELP: u16 = 5;
 const NESTED: u16 = 0x8000;
 
 fn nla(kind: u16, value: &[u8]) -> Vec<u8> {
@@ -177,7 +178,17 @@ fn synthetic_others() -> Vec<Entry> {
         tcp: None,
         raw: vec![],
     };
-    vec![udp6, icmp, dnat]
+    // An FTP control connection through SNAT with the ftp helper attached (CTA_HELP).
+    let mut ftp = synthetic_tcp(3);
+    ftp.key.dst_port = 21;
+    ftp.reply.src_port = 21;
+    ftp.key.zone = 0;
+    ftp.raw = vec![RawAttr {
+        place: RawPlace::Top,
+        kind: CTA_HELP | NESTED,
+        value: nla(1, b"ftp\0"),
+    }];
+    vec![udp6, icmp, dnat, ftp]
 }
 
 /// `conntrack -L -o extended` lines without timeout and use count, keyed by the original
@@ -287,6 +298,9 @@ fn synthetic_entries_round_trip_between_kernels() -> Result<()> {
         if w.raw.iter().any(|a| a.type_id() == CTA_SEQ_ADJ_ORIG) {
             expect.status |= 1 << 6;
         }
+        if w.raw.iter().any(|a| a.type_id() == CTA_HELP) {
+            expect.status |= 1 << 13; // IPS_HELPER: explicitly assigned
+        }
         for a in &w.raw {
             assert!(got.raw.contains(a), "{a:?} lost: {got:?}");
         }
@@ -316,7 +330,7 @@ fn synthetic_entries_round_trip_between_kernels() -> Result<()> {
         "x -> y",
     );
     // SRC_NAT status really set (conntrack filters on the status bit).
-    assert_eq!(conntrack_list(&y.name, &["--src-nat"]).len(), 4);
+    assert_eq!(conntrack_list(&y.name, &["--src-nat"]).len(), 5);
     for e in &dumped_y {
         assert_eq!(e.status & status::SRC_NAT != 0, e.is_snat(), "{e:?}");
         assert_eq!(e.status & status::DST_NAT != 0, e.is_dnat(), "{e:?}");
@@ -960,6 +974,14 @@ fn scale_100k_install_dump_events() -> Result<()> {
         wire.len()
     );
     let ct = open_ct(&ns.name, &rt);
+    // Userspace share of an install: building the netlink requests.
+    let t = Instant::now();
+    let bytes: usize = entries.iter().map(|e| encode_create_request(e).len()).sum();
+    eprintln!(
+        "building {N} create requests ({} bytes each): {:?}",
+        bytes / N as usize,
+        t.elapsed()
+    );
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let reader = event_reader(ns.name.clone(), stop.clone());
