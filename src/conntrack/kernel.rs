@@ -64,6 +64,7 @@ const CTA_SECCTX: u16 = 19;
 const CTA_TIMESTAMP: u16 = 20;
 const CTA_MARK_MASK: u16 = 21;
 const CTA_LABELS_MASK: u16 = 23;
+const CTA_SYNPROXY: u16 = 24;
 const CTA_FILTER: u16 = 25;
 const CTA_STATUS_MASK: u16 = 26;
 const CTA_TIMESTAMP_EVENT: u16 = 27;
@@ -226,8 +227,14 @@ pub fn entry_from_attributes(attrs: &[ConntrackAttribute]) -> Result<Entry, Pars
                 if kind == CTA_ZONE {
                     zone = be16(&raw_of(RawPlace::Top, nla).value)
                         .ok_or(ParseError::Malformed("CTA_ZONE"))?;
-                } else if !NOT_REPLAYED.contains(&kind) {
-                    raw.push(raw_of(RawPlace::Top, nla));
+                } else if NOT_REPLAYED.contains(&kind) {
+                } else {
+                    let attr = raw_of(RawPlace::Top, nla);
+                    // ctnetlink adds a synproxy extension to every entry it creates and dumps
+                    // it zeroed: it says nothing, and replicating it would only cost bytes.
+                    if !(kind == CTA_SYNPROXY && nested_values_all_zero(&attr.value)) {
+                        raw.push(attr);
+                    }
                 }
             }
             // A newer crate may type more attributes: carry them raw.
@@ -396,6 +403,27 @@ fn raw_of(place: RawPlace, nla: &impl Nla) -> RawAttr {
     let mut value = vec![0u8; nla.value_len()];
     nla.emit_value(&mut value);
     RawAttr { place, kind, value }
+}
+
+/// True when `value` is a well-formed list of attributes whose payloads are all zero.
+fn nested_values_all_zero(value: &[u8]) -> bool {
+    let mut off = 0;
+    while off < value.len() {
+        let Some(len) = value
+            .get(off..off + 2)
+            .map(|b| u16::from_ne_bytes([b[0], b[1]]) as usize)
+        else {
+            return false;
+        };
+        if len < 4 || off + len > value.len() {
+            return false;
+        }
+        if value[off + 4..off + len].iter().any(|&b| b != 0) {
+            return false;
+        }
+        off += (len + 3) & !3;
+    }
+    true
 }
 
 fn be16(v: &[u8]) -> Option<u16> {
@@ -881,13 +909,18 @@ pub struct EventStream {
 
 impl EventStream {
     pub fn open() -> Result<Self, KernelError> {
+        Self::open_with_buffer(EVENT_RCVBUF)
+    }
+
+    /// [`EventStream::open`] with a socket receive buffer of `bytes` (the default is 64 MiB).
+    pub fn open_with_buffer(bytes: usize) -> Result<Self, KernelError> {
         let sock = open_socket(
             &[
                 NFNLGRP_CONNTRACK_NEW,
                 NFNLGRP_CONNTRACK_UPDATE,
                 NFNLGRP_CONNTRACK_DESTROY,
             ],
-            EVENT_RCVBUF,
+            bytes,
         )?;
         Ok(EventStream {
             sock,

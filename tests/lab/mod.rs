@@ -31,6 +31,8 @@ use anyhow::{Context, Result, anyhow, bail};
 pub mod conntrack;
 use serde_json::Value;
 
+pub mod netns;
+
 /// The routers of the lab.
 pub const ROUTERS: [&str; 2] = ["a", "b"];
 /// Every node (namespace suffix) of the lab.
