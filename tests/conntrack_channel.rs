@@ -45,7 +45,12 @@ fn start(
     key: Option<&[u8]>,
     queue_limit: usize,
 ) -> (ChannelSender, ChannelReceiver) {
-    let cfg = ChannelConfig { local, peer, key: key.map(<[u8]>::to_vec), queue_limit };
+    let cfg = ChannelConfig {
+        local,
+        peer,
+        key: key.map(<[u8]>::to_vec),
+        queue_limit,
+    };
     spawn_with_timing(cfg, timing()).expect("spawn channel")
 }
 
@@ -57,7 +62,12 @@ async fn restart(
 ) -> (ChannelSender, ChannelReceiver) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let cfg = ChannelConfig { local, peer, key: key.map(<[u8]>::to_vec), queue_limit: 1000 };
+        let cfg = ChannelConfig {
+            local,
+            peer,
+            key: key.map(<[u8]>::to_vec),
+            queue_limit: 1000,
+        };
         match spawn_with_timing(cfg, timing()) {
             Ok(pair) => return pair,
             Err(e) if Instant::now() < deadline => {
@@ -151,7 +161,10 @@ async fn delivers_100k_messages_in_order() {
     assert_eq!(sent.messages_sent, N);
     assert_eq!(received.messages_received, N);
     assert_eq!(sent.messages_dropped, 0);
-    assert!(sent.errors.is_empty() && received.errors.is_empty(), "{sent:?} {received:?}");
+    assert!(
+        sent.errors.is_empty() && received.errors.is_empty(),
+        "{sent:?} {received:?}"
+    );
     // Batching: far fewer frames than messages (each frame costs a header and a tag).
     assert!(received.bytes_received < N * 160, "{received:?}");
     // And the other direction works on the same connection.
@@ -197,7 +210,8 @@ async fn slow_peer_pushes_back_and_memory_stays_bounded() {
         let s = std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}")).unwrap();
         s.split_whitespace().last().unwrap().parse().unwrap()
     };
-    let in_flight_bytes = sysctl("tcp_wmem") + sysctl("tcp_rmem") + (WRITE_BATCH + 3 * MAX_FRAME_BODY) as u64;
+    let in_flight_bytes =
+        sysctl("tcp_wmem") + sysctl("tcp_rmem") + (WRITE_BATCH + 3 * MAX_FRAME_BODY) as u64;
     let bound = 2 * LIMIT as u64 + in_flight_bytes / 150;
     eprintln!(
         "back-pressure: {accepted} messages accepted before the sender blocked (bound {bound}), \
@@ -205,9 +219,20 @@ async fn slow_peer_pushes_back_and_memory_stays_bounded() {
     );
     assert!(accepted <= bound, "{accepted} > {bound}");
     assert!(max_depth <= LIMIT);
-    assert_eq!(a_tx.stats().queue_depth, LIMIT, "queue full while the peer is stuck");
+    assert_eq!(
+        a_tx.stats().queue_depth,
+        LIMIT,
+        "queue full while the peer is stuck"
+    );
     // send() waits instead of queueing beyond the limit.
-    assert!(timeout(Duration::from_millis(500), a_tx.send(message(accepted, 150))).await.is_err());
+    assert!(
+        timeout(
+            Duration::from_millis(500),
+            a_tx.send(message(accepted, 150))
+        )
+        .await
+        .is_err()
+    );
     assert_eq!(a_tx.stats().queue_depth, LIMIT);
 
     // Once B reads, everything arrives, in order.
@@ -217,7 +242,10 @@ async fn slow_peer_pushes_back_and_memory_stays_bounded() {
             other => panic!("message {expected}: got {other:?}"),
         }
     }
-    wait_until("A's queue drains", Duration::from_secs(5), || a_tx.stats().queue_depth == 0).await;
+    wait_until("A's queue drains", Duration::from_secs(5), || {
+        a_tx.stats().queue_depth == 0
+    })
+    .await;
     assert_eq!(a_tx.stats().messages_dropped, 0);
 }
 
@@ -268,7 +296,10 @@ async fn wrong_key_or_missing_key_never_connects() {
     let (a, b) = (addr(4, 1), addr(4, 2));
     let (a_tx, mut a_rx) = start(a, b, Some(KEY), 100);
     let (b_tx, mut b_rx) = start(b, a, Some(OTHER_KEY), 100);
-    wait_until("B counts auth failures", Duration::from_secs(10), || errors(&b_tx, "auth") >= 2).await;
+    wait_until("B counts auth failures", Duration::from_secs(10), || {
+        errors(&b_tx, "auth") >= 2
+    })
+    .await;
     expect_silence(&mut a_rx, Duration::from_millis(300)).await;
     expect_silence(&mut b_rx, Duration::from_millis(300)).await;
     assert!(!a_tx.stats().connected && !b_tx.stats().connected);
@@ -280,9 +311,11 @@ async fn wrong_key_or_missing_key_never_connects() {
     let (c, d) = (addr(4, 3), addr(4, 4));
     let (c_tx, mut c_rx) = start(c, d, Some(KEY), 100);
     let (d_tx, mut d_rx) = start(d, c, None, 100);
-    wait_until("both count the mode mismatch", Duration::from_secs(10), || {
-        errors(&c_tx, "auth") >= 1 && errors(&d_tx, "auth") >= 1
-    })
+    wait_until(
+        "both count the mode mismatch",
+        Duration::from_secs(10),
+        || errors(&c_tx, "auth") >= 1 && errors(&d_tx, "auth") >= 1,
+    )
     .await;
     expect_silence(&mut c_rx, Duration::from_millis(300)).await;
     expect_silence(&mut d_rx, Duration::from_millis(300)).await;
@@ -331,19 +364,36 @@ async fn proxy(listen: SocketAddr, target: SocketAddr, source: IpAddr, tamper: T
     let (rec, conns) = (recorded.clone(), connections.clone());
     let task = tokio::spawn(async move {
         loop {
-            let Ok((client, _)) = listener.accept().await else { return };
+            let Ok((client, _)) = listener.accept().await else {
+                return;
+            };
             let first = conns.fetch_add(1, Ordering::SeqCst) == 0;
             let socket = TcpSocket::new_v4().unwrap();
             socket.bind(SocketAddr::new(source, 0)).unwrap();
-            let Ok(server) = socket.connect(target).await else { continue };
-            let (tamper, rec) = if first { (tamper, Some(rec.clone())) } else { (Tamper::Nothing, None) };
+            let Ok(server) = socket.connect(target).await else {
+                continue;
+            };
+            let (tamper, rec) = if first {
+                (tamper, Some(rec.clone()))
+            } else {
+                (Tamper::Nothing, None)
+            };
             tokio::spawn(relay(client, server, tamper, rec));
         }
     });
-    Proxy { recorded, connections, task }
+    Proxy {
+        recorded,
+        connections,
+        task,
+    }
 }
 
-async fn relay(client: TcpStream, server: TcpStream, tamper: Tamper, rec: Option<Arc<Mutex<Vec<u8>>>>) {
+async fn relay(
+    client: TcpStream,
+    server: TcpStream,
+    tamper: Tamper,
+    rec: Option<Arc<Mutex<Vec<u8>>>>,
+) {
     let (c_rd, mut c_wr) = client.into_split();
     let (mut s_rd, mut s_wr) = server.into_split();
     let blackhole = matches!(tamper, Tamper::Blackhole);
@@ -463,7 +513,11 @@ async fn through_tampering_proxy(net: u8, tamper: Tamper) -> (String, usize, usi
                 let n = number(&m);
                 assert!(last.is_none_or(|l| n > l), "message {n} after {last:?}");
                 last = Some(n);
-                if reason.is_none() { before += 1 } else { after += 1 }
+                if reason.is_none() {
+                    before += 1
+                } else {
+                    after += 1
+                }
             }
             Some(ChannelEvent::Disconnected { reason: r }) => {
                 assert!(reason.is_none(), "second disconnect: {r}");
@@ -489,7 +543,10 @@ async fn flipped_bit_is_rejected_and_counted() {
     let (reason, before, _, b_tx) = through_tampering_proxy(10, Tamper::Flip(6)).await;
     assert!(reason.contains("auth"), "{reason}");
     assert_eq!(errors(&b_tx, "auth"), 1);
-    assert!(before > 0, "the frames before the altered one were delivered");
+    assert!(
+        before > 0,
+        "the frames before the altered one were delivered"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -549,7 +606,11 @@ async fn recorded_connection_replayed_is_rejected() {
     expect_disconnected(&mut b_rx).await;
     let recording = proxy.recorded.lock().unwrap().clone();
     assert_eq!(proxy.connections.load(Ordering::SeqCst), 1);
-    assert!(recording.len() > 100 * 150, "recorded {} bytes", recording.len());
+    assert!(
+        recording.len() > 100 * 150,
+        "recorded {} bytes",
+        recording.len()
+    );
 
     let replay = |recording: Vec<u8>| async move {
         let socket = TcpSocket::new_v4().unwrap();
@@ -600,8 +661,16 @@ async fn garbage_on_the_port_is_counted_by_reason() {
     let mut old_version = preamble.to_vec();
     old_version[4] = 0;
     let cases: Vec<(&str, IpAddr, Vec<u8>)> = vec![
-        ("garbage", ip(17, 1), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
-        ("garbage", ip(17, 1), (0..=255u8).cycle().take(4000).collect()),
+        (
+            "garbage",
+            ip(17, 1),
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        ),
+        (
+            "garbage",
+            ip(17, 1),
+            (0..=255u8).cycle().take(4000).collect(),
+        ),
         ("version", ip(17, 1), old_version),
         ("oversize", ip(17, 1), handshake_header(u32::MAX)),
         ("auth", ip(17, 1), forged),
@@ -618,14 +687,20 @@ async fn garbage_on_the_port_is_counted_by_reason() {
         let _ = stream.shutdown().await;
         let mut sink = Vec::new();
         let _ = timeout(Duration::from_secs(5), stream.read_to_end(&mut sink)).await;
-        wait_until(&format!("B counts {reason}"), Duration::from_secs(5), || {
-            errors(&b_tx, reason) == before + 1
-        })
+        wait_until(
+            &format!("B counts {reason}"),
+            Duration::from_secs(5),
+            || errors(&b_tx, reason) == before + 1,
+        )
         .await;
     }
     expect_silence(&mut b_rx, Duration::from_millis(300)).await;
     let stats = b_tx.stats();
-    assert_eq!((stats.connects, stats.messages_received), (0, 0), "{stats:?}");
+    assert_eq!(
+        (stats.connects, stats.messages_received),
+        (0, 0),
+        "{stats:?}"
+    );
 
     let (a_tx, mut a_rx) = start(a, b, Some(KEY), 100);
     expect_connected(&mut a_rx).await;
@@ -670,60 +745,78 @@ fn thread_cpu() -> Duration {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
-/// Sends `n` messages of `len` bytes from A to B with both ends on this thread; returns
-/// (seconds, CPU seconds of both ends).
-async fn run_throughput(net: u8, key: Option<&[u8]>, n: u64, len: usize) -> (f64, f64) {
+/// Sends `n` messages of `len` bytes from A to B, each end on its own thread with its own
+/// single-threaded runtime; returns (seconds, CPU seconds of the sender's thread, of the
+/// receiver's).
+fn run_throughput(net: u8, key: Option<&'static [u8]>, n: u64, len: usize) -> (f64, f64, f64) {
     let (a, b) = (addr(net, 1), addr(net, 2));
-    let (a_tx, mut a_rx) = start(a, b, key, 8192);
-    let (_b_tx, mut b_rx) = start(b, a, key, 8192);
-    expect_connected(&mut a_rx).await;
-    expect_connected(&mut b_rx).await;
-    let msgs: Vec<Vec<u8>> = (0..n).map(|i| message(i, len)).collect();
-    let (cpu0, t0) = (thread_cpu(), Instant::now());
-    let sender = tokio::spawn(async move {
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let ready = Arc::new(std::sync::Barrier::new(2));
+    let ready_b = ready.clone();
+    let receiver = std::thread::spawn(move || {
+        runtime().block_on(async move {
+            let (_b_tx, mut b_rx) = start(b, a, key, 8192);
+            expect_connected(&mut b_rx).await;
+            ready_b.wait();
+            let cpu0 = thread_cpu();
+            let mut received = 0u64;
+            while received < n {
+                match b_rx.recv().await {
+                    Some(ChannelEvent::Message(m)) => {
+                        assert_eq!(m.len(), len);
+                        received += 1;
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+            (Instant::now(), thread_cpu() - cpu0)
+        })
+    });
+    let (t0, send_cpu) = runtime().block_on(async move {
+        let (a_tx, mut a_rx) = start(a, b, key, 8192);
+        expect_connected(&mut a_rx).await;
+        let msgs: Vec<Vec<u8>> = (0..n).map(|i| message(i, len)).collect();
+        ready.wait();
+        let (t0, cpu0) = (Instant::now(), thread_cpu());
         for m in msgs {
             a_tx.send(m).await.unwrap();
         }
-        a_tx
-    });
-    let mut received = 0u64;
-    while received < n {
-        match b_rx.recv().await {
-            Some(ChannelEvent::Message(m)) => {
-                debug_assert_eq!(m.len(), len);
-                received += 1;
-            }
-            other => panic!("{other:?}"),
+        while a_tx.stats().messages_sent < n {
+            sleep(Duration::from_millis(1)).await;
         }
-    }
-    let (secs, cpu) = (t0.elapsed().as_secs_f64(), (thread_cpu() - cpu0).as_secs_f64());
-    let a_tx = sender.await.unwrap();
-    assert_eq!(a_tx.stats().messages_sent, n);
-    (secs, cpu)
+        (t0, thread_cpu() - cpu0)
+    });
+    let (t1, recv_cpu) = receiver.join().unwrap();
+    (
+        (t1 - t0).as_secs_f64(),
+        send_cpu.as_secs_f64(),
+        recv_cpu.as_secs_f64(),
+    )
 }
 
-/// Both ends on one thread, so that the thread's CPU time is the channel's whole cost.
-#[tokio::test(flavor = "current_thread")]
-async fn throughput_report() {
+/// Prints messages/s, MB/s and CPU per message with and without the key, median of 3 runs.
+#[test]
+fn throughput_report() {
     const N: u64 = 300_000;
     const LEN: usize = 150;
-    let mut lines = Vec::new();
     for (net, label, key) in [(20u8, "noise", Some(KEY)), (21, "plain", None)] {
-        let mut runs: Vec<(f64, f64)> = Vec::new();
-        for i in 0..3u8 {
-            runs.push(run_throughput(net + 10 * i, key, N, LEN).await);
-        }
+        let mut runs: Vec<(f64, f64, f64)> = (0..3u8)
+            .map(|i| run_throughput(net + 10 * i, key, N, LEN))
+            .collect();
         runs.sort_by(|x, y| x.0.total_cmp(&y.0));
-        let (secs, cpu) = runs[1];
-        lines.push(format!(
-            "{label}: {N} x {LEN} B in {secs:.3} s (median of 3): {:.0} msg/s, {:.1} MB/s, \
-             {:.2} us CPU per message (sender + receiver, one thread)",
+        let (secs, send_cpu, recv_cpu) = runs[1];
+        eprintln!(
+            "THROUGHPUT {label}: {N} x {LEN} B in {secs:.3} s (median of 3): {:.0} msg/s, \
+             {:.1} MB/s; CPU per message: sender {:.2} us, receiver {:.2} us",
             N as f64 / secs,
             (N as usize * LEN) as f64 / secs / 1e6,
-            cpu / N as f64 * 1e6
-        ));
-    }
-    for l in &lines {
-        eprintln!("THROUGHPUT {l}");
+            send_cpu / N as f64 * 1e6,
+            recv_cpu / N as f64 * 1e6,
+        );
     }
 }

@@ -299,6 +299,22 @@ mod tests {
         assert_eq!(err.reason(), "replay");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn opening_arbitrary_bodies_never_panics(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2000),
+            seq in proptest::prelude::any::<u64>(),
+        ) {
+            let psk = derive_psk(&[3u8; 32]);
+            let (_, r) = pair(&psk, &psk).unwrap();
+            let mut scratch = vec![0u8; MAX_FRAME_BODY];
+            proptest::prop_assert!(r.open(seq, &body, &mut scratch).is_err());
+            let mut first = vec![0u8; 0];
+            first.extend_from_slice(&body);
+            proptest::prop_assert!(Responder::respond(&psk, &first, &ReplayMemory::default()).is_err());
+        }
+    }
+
     #[test]
     fn load_key_trims_line_break_and_requires_32_bytes() {
         let dir = tempfile::tempdir().unwrap();
