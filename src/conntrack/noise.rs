@@ -175,14 +175,20 @@ impl Responder {
 /// our key enter it, so an attacker cannot flush it.
 #[derive(Default)]
 pub struct ReplayMemory {
-    inner: std::sync::Mutex<(HashSet<Vec<u8>>, VecDeque<Vec<u8>>)>,
+    inner: std::sync::Mutex<Seen>,
+}
+
+#[derive(Default)]
+struct Seen {
+    set: HashSet<Vec<u8>>,
+    order: VecDeque<Vec<u8>>,
 }
 
 impl ReplayMemory {
     /// False when `id` was seen before.
     pub fn insert(&self, id: &[u8]) -> bool {
         let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let (set, order) = &mut *guard;
+        let Seen { set, order } = &mut *guard;
         if !set.insert(id.to_vec()) {
             return false;
         }
