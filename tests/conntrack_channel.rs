@@ -167,6 +167,18 @@ async fn delivers_100k_messages_in_order() {
     );
     // Batching: far fewer frames than messages (each frame costs a header and a tag).
     assert!(received.bytes_received < N * 160, "{received:?}");
+    // Messages larger than a frame, and empty ones, arrive whole.
+    let big: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    a_tx.send(big.clone()).await.unwrap();
+    a_tx.send(Vec::new()).await.unwrap();
+    assert_eq!(
+        next_event(&mut b_rx, Duration::from_secs(5)).await,
+        Some(ChannelEvent::Message(big))
+    );
+    assert_eq!(
+        next_event(&mut b_rx, Duration::from_secs(5)).await,
+        Some(ChannelEvent::Message(Vec::new()))
+    );
     // And the other direction works on the same connection.
     b_tx.send(b"pong".to_vec()).await.unwrap();
     assert_eq!(
@@ -367,12 +379,13 @@ async fn proxy(listen: SocketAddr, target: SocketAddr, source: IpAddr, tamper: T
             let Ok((client, _)) = listener.accept().await else {
                 return;
             };
-            let first = conns.fetch_add(1, Ordering::SeqCst) == 0;
             let socket = TcpSocket::new_v4().unwrap();
             socket.bind(SocketAddr::new(source, 0)).unwrap();
             let Ok(server) = socket.connect(target).await else {
                 continue;
             };
+            // The first connection that reaches the server is the one to tamper with.
+            let first = conns.fetch_add(1, Ordering::SeqCst) == 0;
             let (tamper, rec) = if first {
                 (tamper, Some(rec.clone()))
             } else {
@@ -499,15 +512,21 @@ fn paced_sender(tx: ChannelSender, stop: Arc<AtomicBool>) -> tokio::task::JoinHa
 async fn through_tampering_proxy(net: u8, tamper: Tamper) -> (String, usize, usize, ChannelSender) {
     let (a, b, p) = (addr(net, 1), addr(net, 2), addr(net, 3));
     let _proxy = proxy(p, b, ip(net, 1), tamper).await;
-    let (a_tx, a_rx) = start(a, p, Some(KEY), 1000);
     let (b_tx, mut b_rx) = start(b, a, Some(KEY), 1000);
+    let (a_tx, a_rx) = start(a, p, Some(KEY), 1000);
     let stop = Arc::new(AtomicBool::new(false));
     let sender = paced_sender(a_tx, stop.clone());
     expect_connected(&mut b_rx).await;
     let mut last: Option<u64> = None;
     let (mut before, mut after) = (0usize, 0usize);
     let mut reason = None;
+    let deadline = Instant::now() + Duration::from_secs(30);
     while after < 100 {
+        assert!(
+            Instant::now() < deadline,
+            "tamper {tamper:?}: {before} before, {after} after, disconnect {reason:?}, B {:?}",
+            b_tx.stats()
+        );
         match next_event(&mut b_rx, Duration::from_secs(10)).await {
             Some(ChannelEvent::Message(m)) => {
                 let n = number(&m);
@@ -587,8 +606,8 @@ async fn random_bytes_mid_stream_are_rejected_and_counted() {
 async fn recorded_connection_replayed_is_rejected() {
     let (a, b, p) = (addr(16, 1), addr(16, 2), addr(16, 3));
     let proxy = proxy(p, b, ip(16, 1), Tamper::Nothing).await;
-    let (a_tx, mut a_rx) = start(a, p, Some(KEY), 1000);
     let (b_tx, mut b_rx) = start(b, a, Some(KEY), 1000);
+    let (a_tx, mut a_rx) = start(a, p, Some(KEY), 1000);
     expect_connected(&mut a_rx).await;
     expect_connected(&mut b_rx).await;
     for n in 0..100 {
@@ -694,6 +713,13 @@ async fn garbage_on_the_port_is_counted_by_reason() {
         )
         .await;
     }
+    // Datagrams: nothing listens on UDP at the sync port; they reach no code.
+    let udp = tokio::net::UdpSocket::bind(SocketAddr::new(ip(17, 1), 0))
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        let _ = udp.send_to(&preamble, b).await;
+    }
     expect_silence(&mut b_rx, Duration::from_millis(300)).await;
     let stats = b_tx.stats();
     assert_eq!(
@@ -719,8 +745,8 @@ async fn a_newer_connection_replaces_a_half_open_one() {
     // new authenticated connection replaces it at once.
     let (a, b, p) = (addr(18, 1), addr(18, 2), addr(18, 3));
     let _proxy = proxy(p, b, ip(18, 1), Tamper::Blackhole).await;
-    let (a_tx, mut a_rx) = start(a, p, Some(KEY), 100);
     let (b_tx, mut b_rx) = start(b, a, Some(KEY), 100);
+    let (a_tx, mut a_rx) = start(a, p, Some(KEY), 100);
     expect_connected(&mut a_rx).await;
     expect_connected(&mut b_rx).await;
     let a_reason = expect_disconnected(&mut a_rx).await;
@@ -758,6 +784,8 @@ fn run_throughput(net: u8, key: Option<&'static [u8]>, n: u64, len: usize) -> (f
     };
     let ready = Arc::new(std::sync::Barrier::new(2));
     let ready_b = ready.clone();
+    // A stays up until B has everything (closing earlier could reset the connection).
+    let (received_all, all_received) = tokio::sync::oneshot::channel::<()>();
     let receiver = std::thread::spawn(move || {
         runtime().block_on(async move {
             let (_b_tx, mut b_rx) = start(b, a, key, 8192);
@@ -774,7 +802,9 @@ fn run_throughput(net: u8, key: Option<&'static [u8]>, n: u64, len: usize) -> (f
                     other => panic!("{other:?}"),
                 }
             }
-            (Instant::now(), thread_cpu() - cpu0)
+            let result = (Instant::now(), thread_cpu() - cpu0);
+            let _ = received_all.send(());
+            result
         })
     });
     let (t0, send_cpu) = runtime().block_on(async move {
@@ -789,7 +819,9 @@ fn run_throughput(net: u8, key: Option<&'static [u8]>, n: u64, len: usize) -> (f
         while a_tx.stats().messages_sent < n {
             sleep(Duration::from_millis(1)).await;
         }
-        (t0, thread_cpu() - cpu0)
+        let cpu = thread_cpu() - cpu0;
+        let _ = all_received.await;
+        (t0, cpu)
     });
     let (t1, recv_cpu) = receiver.join().unwrap();
     (
