@@ -455,11 +455,11 @@ async fn supervise(
                 tokio::select! {
                     link = links.recv() => {
                         let Some(link) = link else { break };
-                        if events.send(ChannelEvent::Connected).await.is_err() {
+                        let Some(queue) = msgs.take() else { break };
+                        session = Session::start(&ctx, link, queue, &events).await;
+                        if session.is_none() {
                             break;
                         }
-                        let Some(queue) = msgs.take() else { break };
-                        session = Some(Session::start(&ctx, link, queue, events.clone()));
                         connected_tx.send_replace(true);
                     }
                     msg = queue.recv() => {
@@ -480,13 +480,14 @@ async fn supervise(
                         msgs = queue;
                         tracing::info!(peer = %ctx.peer, "conntrack sync: a newer connection replaces the current one");
                         let reason = "replaced by a newer connection".to_string();
-                        if events.send(ChannelEvent::Disconnected { reason }).await.is_err()
-                            || events.send(ChannelEvent::Connected).await.is_err()
-                        {
+                        if events.send(ChannelEvent::Disconnected { reason }).await.is_err() {
                             break;
                         }
                         let Some(queue) = msgs.take() else { break };
-                        session = Some(Session::start(&ctx, link, queue, events.clone()));
+                        session = Session::start(&ctx, link, queue, &events).await;
+                        if session.is_none() {
+                            break;
+                        }
                     }
                     end = current.ended.recv() => {
                         let Some(old) = session.take() else { break };
@@ -563,12 +564,15 @@ struct Session {
 }
 
 impl Session {
-    fn start(
+    /// Marks the channel connected, tells the upper layer, and starts the tasks (in this order,
+    /// so that `Connected` comes before the first message and the stats agree with it). `None`
+    /// when the upper layer is gone.
+    async fn start(
         ctx: &Arc<Ctx>,
         link: Link,
         msgs: mpsc::Receiver<Vec<u8>>,
-        events: mpsc::Sender<ChannelEvent>,
-    ) -> Session {
+        events: &mpsc::Sender<ChannelEvent>,
+    ) -> Option<Session> {
         let Link {
             stream,
             decoder,
@@ -577,11 +581,7 @@ impl Session {
             recv_seq,
             done,
         } = link;
-        let (rd, wr) = stream.into_split();
-        let sealer = Arc::new(sealer);
-        let (stop, stop_rx) = watch::channel(false);
-        let (end_tx, ended) = mpsc::channel(2);
-        let authenticated = matches!(*sealer, Sealer::Noise(_));
+        let authenticated = matches!(sealer, Sealer::Noise(_));
         ctx.shared.with(|c| {
             c.connected = true;
             c.authenticated = authenticated;
@@ -589,6 +589,14 @@ impl Session {
             c.last_connected = Some(SystemTime::now());
         });
         tracing::info!(peer = %ctx.peer, authenticated, "conntrack sync connected");
+        if events.send(ChannelEvent::Connected).await.is_err() {
+            return None;
+        }
+        let (rd, wr) = stream.into_split();
+        let sealer = Arc::new(sealer);
+        let (stop, stop_rx) = watch::channel(false);
+        let (end_tx, ended) = mpsc::channel(2);
+        let events = events.clone();
         let reader = tokio::spawn(read_task(
             ctx.clone(),
             rd,
@@ -608,13 +616,13 @@ impl Session {
             stop_rx,
             end_tx,
         ));
-        Session {
+        Some(Session {
             stop,
             ended,
             reader,
             writer,
             done,
-        }
+        })
     }
 
     /// Stops both tasks; returns the send queue (`None` if a task died) and the first end.

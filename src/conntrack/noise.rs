@@ -175,14 +175,20 @@ impl Responder {
 /// our key enter it, so an attacker cannot flush it.
 #[derive(Default)]
 pub struct ReplayMemory {
-    inner: std::sync::Mutex<(HashSet<Vec<u8>>, VecDeque<Vec<u8>>)>,
+    inner: std::sync::Mutex<Seen>,
+}
+
+#[derive(Default)]
+struct Seen {
+    set: HashSet<Vec<u8>>,
+    order: VecDeque<Vec<u8>>,
 }
 
 impl ReplayMemory {
     /// False when `id` was seen before.
     pub fn insert(&self, id: &[u8]) -> bool {
         let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let (set, order) = &mut *guard;
+        let Seen { set, order } = &mut *guard;
         if !set.insert(id.to_vec()) {
             return false;
         }
@@ -297,6 +303,22 @@ mod tests {
         assert!(Responder::respond(&psk, &first, &seen).is_ok());
         let err = Responder::respond(&psk, &first, &seen).err().unwrap();
         assert_eq!(err.reason(), "replay");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn opening_arbitrary_bodies_never_panics(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2000),
+            seq in proptest::prelude::any::<u64>(),
+        ) {
+            let psk = derive_psk(&[3u8; 32]);
+            let (_, r) = pair(&psk, &psk).unwrap();
+            let mut scratch = vec![0u8; MAX_FRAME_BODY];
+            proptest::prop_assert!(r.open(seq, &body, &mut scratch).is_err());
+            let mut first = vec![0u8; 0];
+            first.extend_from_slice(&body);
+            proptest::prop_assert!(Responder::respond(&psk, &first, &ReplayMemory::default()).is_err());
+        }
     }
 
     #[test]
