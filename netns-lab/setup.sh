@@ -63,5 +63,5 @@ ip -n "$probe" link add br0 type bridge mcast_snooping 0 \
     || die "no bridge support in this kernel"
 ip -n "$probe" link add v0 type veth peer name v1 || die "no veth support in this kernel"
 ip -n "$probe" link add m0 link v0 type macvlan mode bridge \
-    || echo "setup.sh: warning: no macvlan support (needed for vmac = true)" >&2
+    || echo "setup.sh: warning: no macvlan support (needed for vmac = true and the FRR interop tests)" >&2
 echo "setup.sh: kernel $(uname -r): network namespaces, bridges and veth work"

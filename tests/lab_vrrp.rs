@@ -454,6 +454,20 @@ fn vmac_puts_the_vips_on_a_macvlan_with_the_virtual_mac() {
             .iter()
             .any(|a| a == "10.76.2.1/24")
     );
+    // §7.4: no link-local derived from the virtual MAC (both routers carry it).
+    let a_addrs = lab.addresses("a", "vrrp4.21");
+    assert!(
+        !a_addrs.iter().any(|a| a.starts_with("fe80")),
+        "no link-local on the vmac: {a_addrs:?}"
+    );
+    // §6.4.2: the Backup's vmac is down, so it accepts no frame for the virtual MAC.
+    let admin_up = |router: &str| {
+        lab.link(router, "vrrp4.21")["flags"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|x| x == "UP"))
+    };
+    assert!(admin_up("a"), "the master's vmac is up");
+    assert!(!admin_up("b"), "the backup's vmac is down");
     assert!(lab.ping("client", SERVER4, 2, Duration::from_secs(3)));
     let neighbour = |lab: &Lab| {
         String::from_utf8_lossy(
@@ -471,6 +485,7 @@ fn vmac_puts_the_vips_on_a_macvlan_with_the_virtual_mac() {
     lab.cut("a", "all");
     lab.wait_until(Duration::from_secs(5), || two("b", "MASTER"))
         .expect("b takes over");
+    assert!(admin_up("b"), "the new master's vmac is up");
     assert!(
         lab.addresses("b", "vrrp4.21")
             .iter()

@@ -421,8 +421,14 @@ impl Daemon {
                         sync.handle.before_master().await;
                     }
                 }
-                Action::AddAddresses { group } => self.set_addresses(group, true).await,
-                Action::RemoveAddresses { group } => self.set_addresses(group, false).await,
+                Action::AddAddresses { group } => {
+                    self.set_vmac_link(group, true).await;
+                    self.set_addresses(group, true).await
+                }
+                Action::RemoveAddresses { group } => {
+                    self.set_addresses(group, false).await;
+                    self.set_vmac_link(group, false).await
+                }
                 Action::SendAdvert { group, advert } => self.send_advert(group, &advert).await,
                 Action::Announce { group } => self.announce(group),
                 Action::Notify {
@@ -451,6 +457,18 @@ impl Daemon {
                 let verb = if add { "add" } else { "remove" };
                 tracing::error!(group = %g.config.name, %addr, link = %g.vip_link_name, "could not {verb} virtual address: {e}");
             }
+        }
+    }
+
+    /// A vmac is up only while its group is MASTER: a Backup must not accept frames for the
+    /// virtual MAC (RFC 5798 §6.4.2), and the macvlan would take them.
+    async fn set_vmac_link(&self, group: usize, up: bool) {
+        let g = &self.groups[group];
+        if !g.config.vmac {
+            return;
+        }
+        if let Err(e) = self.netlink.set_link_state(g.vip_link, up).await {
+            tracing::error!(group = %g.config.name, link = %g.vip_link_name, up, "could not set the vmac's link state: {e}");
         }
     }
 

@@ -131,13 +131,20 @@ impl Netlink {
 
     /// Brings link `index` administratively up.
     pub async fn set_link_up(&self, index: u32) -> Result<(), NetlinkError> {
+        self.set_link_state(index, true).await
+    }
+
+    /// Sets the administrative state of link `index`.
+    pub async fn set_link_state(&self, index: u32, up: bool) -> Result<(), NetlinkError> {
+        let message = LinkUnspec::new_with_index(index);
+        let message = if up { message.up() } else { message.down() };
         self.handle
             .link()
-            .set(LinkUnspec::new_with_index(index).up().build())
+            .set(message.build())
             .execute()
             .await
             .map_err(|source| NetlinkError::Request {
-                action: "bringing up",
+                action: if up { "bringing up" } else { "bringing down" },
                 target: format!("link {index}"),
                 source,
             })
@@ -157,23 +164,21 @@ impl Netlink {
     }
 
     /// Ensures the VRRP virtual-MAC interface: a macvlan `name` on link `parent` in bridge
-    /// mode with address `mac`, administratively up. Returns its index.
+    /// mode with address `mac`, left administratively DOWN: the daemon brings it up only
+    /// while MASTER, so a Backup never accepts frames for the virtual MAC (RFC 5798 §6.4.2).
+    /// Returns its index.
     ///
     /// An existing macvlan with that name, parent, MAC and mode is reused. A macvlan with that
     /// name but another parent, MAC or mode (a stale one from an earlier configuration) is
     /// deleted and recreated. A link with that name that is not a macvlan is left alone and
     /// reported as an error.
     ///
-    /// A new macvlan is created down, then configured like keepalived configures its vmacs,
-    /// then brought up, so that its link-local address is generated without DAD:
-    /// `net.ipv6.conf.<name>.accept_dad = 0` (skipped if IPv6 is disabled),
+    /// It is configured like keepalived configures its vmacs: no IPv6 link-local derived from
+    /// the shared virtual MAC (`addr_gen_mode = 1`; IPv6 adverts and NAs come from the
+    /// parent's link-local), `accept_dad = 0` (both skipped if IPv6 is disabled),
     /// `net.ipv4.conf.<name>.arp_ignore = 1` (answer ARP only for addresses on the vmac),
     /// `accept_local = 1` and `rp_filter = 0`. The parent's settings are not touched: see
     /// [`configure_vmac_parent`](super::sysctl::configure_vmac_parent).
-    ///
-    /// Note: both routers' vmacs for a VRID have the same MAC, so their EUI-64 link-local
-    /// addresses are the same too; IPv6 adverts should be sourced from the parent's
-    /// link-local.
     pub async fn ensure_macvlan(
         &self,
         parent: u32,
@@ -199,7 +204,7 @@ impl Netlink {
                     }
                     if state.matches(parent, mac) {
                         self.configure_vmac(name)?;
-                        self.set_link_up(index).await?;
+                        self.set_link_state(index, false).await?;
                         return Ok(index);
                     }
                     tracing::warn!(
@@ -233,7 +238,6 @@ impl Netlink {
                     }
                     let index = self.link_message_by_name(name).await?.header.index;
                     self.configure_vmac(name)?;
-                    self.set_link_up(index).await?;
                     return Ok(index);
                 }
                 Err(e) => return Err(e),
@@ -247,6 +251,9 @@ impl Netlink {
     }
 
     fn configure_vmac(&self, name: &str) -> Result<(), NetlinkError> {
+        // Both routers carry the same virtual MAC: no link-local may be derived from it
+        // (RFC 5798 §7.4), or the pair would share one. 1 = IN6_ADDR_GEN_MODE_NONE.
+        set_sysctl_if_present(&format!("net/ipv6/conf/{name}/addr_gen_mode"), "1")?;
         set_sysctl_if_present(&format!("net/ipv6/conf/{name}/accept_dad"), "0")?;
         set_sysctl(&format!("net/ipv4/conf/{name}/arp_ignore"), "1")?;
         set_sysctl(&format!("net/ipv4/conf/{name}/accept_local"), "1")?;

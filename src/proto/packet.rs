@@ -80,11 +80,15 @@ pub enum DecodeError {
     /// RFC 9568 §5.2.8).
     #[error("bad checksum")]
     Checksum,
+    /// Max Adver Int is zero (RFC 9568 erratum 8301: the receiver MUST verify it is non-zero;
+    /// a zero would make every Backup time out at once).
+    #[error("advertisement interval is zero")]
+    AdvertInterval,
 }
 
 impl DecodeError {
     /// Every variant, for registering counters up front.
-    pub const ALL: [DecodeError; 9] = [
+    pub const ALL: [DecodeError; 10] = [
         DecodeError::Truncated,
         DecodeError::IpHeader,
         DecodeError::Fragment,
@@ -94,6 +98,7 @@ impl DecodeError {
         DecodeError::AddressCount,
         DecodeError::Length,
         DecodeError::Checksum,
+        DecodeError::AdvertInterval,
     ];
 
     /// A stable kebab-case key for the drop counter of this reason.
@@ -108,6 +113,7 @@ impl DecodeError {
             DecodeError::AddressCount => "address-count",
             DecodeError::Length => "length",
             DecodeError::Checksum => "checksum",
+            DecodeError::AdvertInterval => "advert-interval",
         }
     }
 }
@@ -362,6 +368,15 @@ fn split_ipv4(datagram: &[u8]) -> Result<Ipv4Parts<'_>, DecodeError> {
     })
 }
 
+/// RFC 9568 erratum 8301: a Max Adver Int of zero is dropped. Checked after the checksum so a
+/// damaged packet counts as a checksum error.
+fn check_interval(packet: &Packet<&[u8]>) -> Result<(), DecodeError> {
+    if packet.max_advert_int() == 0 {
+        return Err(DecodeError::AdvertInterval);
+    }
+    Ok(())
+}
+
 /// The VRRP payload of a raw-socket IPv4 datagram, if its header is sane enough to find it.
 /// Useful with [`Packet::new_checked`] to look at fields of a packet that failed to decode.
 pub fn ipv4_payload(datagram: &[u8]) -> Option<&[u8]> {
@@ -448,8 +463,8 @@ impl Advert {
     /// datagram, protocol 112, not a fragment), TTL 255, VRRP version 3, type ADVERTISEMENT,
     /// a non-zero address count, a VRRP length of exactly 8 + 4 × count, and the checksum in
     /// either form (RFC 5798 pseudo-header, or RFC 9568 message only); the form that matched is
-    /// reported. The reserved bits are ignored; a Max Adver Int of 0 is clamped to 1 by
-    /// [`Centis::from_wire`], not dropped.
+    /// reported, then a non-zero Max Adver Int (RFC 9568 erratum 8301). The reserved bits are
+    /// ignored.
     pub fn decode_ipv4(datagram: &[u8]) -> Result<Received, DecodeError> {
         let ip = split_ipv4(datagram)?;
         if ip.ttl != VRRP_TTL {
@@ -468,6 +483,7 @@ impl Advert {
         } else {
             return Err(DecodeError::Checksum);
         };
+        check_interval(&packet)?;
         Ok(Received {
             advert: Self::parse(&packet, Family::Ipv4),
             source: IpAddr::V4(ip.source),
@@ -496,6 +512,7 @@ impl Advert {
         if !packet.checksum_valid_with(pseudo_sum_v6(source, destination, payload.len())) {
             return Err(DecodeError::Checksum);
         }
+        check_interval(&packet)?;
         Ok(Received {
             advert: Self::parse(&packet, Family::Ipv6),
             source: IpAddr::V6(source),
@@ -974,17 +991,33 @@ mod tests {
     }
 
     #[test]
-    fn rfc5798_5_2_7_zero_interval_is_clamped_not_dropped() {
+    fn rfc9568_erratum_8301_zero_interval_is_dropped() {
+        // With the reserved bits set, too: only the 12-bit field counts.
+        for first in [0x00, 0xf0] {
+            let mut d = datagram4(ChecksumForm::PseudoHeader);
+            d[24] = first;
+            d[25] = 0;
+            refill_checksum4(&mut d);
+            assert_eq!(Advert::decode_ipv4(&d), Err(DecodeError::AdvertInterval));
+        }
+        let mut p = payload6();
+        p[4] = 0;
+        p[5] = 0;
+        refill_checksum6(&mut p);
+        assert_eq!(decode6(&p), Err(DecodeError::AdvertInterval));
+        // 1 cs is the smallest interval accepted.
         let mut d = datagram4(ChecksumForm::PseudoHeader);
         d[24] = 0;
-        d[25] = 0;
+        d[25] = 1;
         refill_checksum4(&mut d);
-        let rx = Advert::decode_ipv4(&d).unwrap();
-        assert_eq!(rx.advert.max_advert_interval, Centis::from_wire(0));
-        assert_eq!(rx.advert.max_advert_interval.get(), 1);
-        // The raw field stays visible for counting.
-        let payload = ipv4_payload(&d).unwrap();
-        assert_eq!(Packet::new_checked(payload).unwrap().max_advert_int(), 0);
+        assert_eq!(
+            Advert::decode_ipv4(&d)
+                .unwrap()
+                .advert
+                .max_advert_interval
+                .get(),
+            1
+        );
     }
 
     #[test]
@@ -1117,7 +1150,7 @@ mod tests {
                 "{r}"
             );
         }
-        assert_eq!(seen.len(), 9);
+        assert_eq!(seen.len(), 10);
         assert_eq!(DecodeError::Ttl.reason(), "ttl");
         assert_eq!(DecodeError::AddressCount.reason(), "address-count");
         assert_eq!(DecodeError::IpHeader.reason(), "ip-header");
@@ -1357,12 +1390,13 @@ mod tests {
                 refill_checksum4(&mut d);
                 let r = Advert::decode_ipv4(&d);
                 let count = body[3] as usize;
-                prop_assert_eq!(r.is_ok(), count > 0 && body.len() == 8 + 4 * count);
+                let interval = u16::from_be_bytes([body[4], body[5]]) & 0x0fff;
+                prop_assert_eq!(r.is_ok(), count > 0 && interval > 0 && body.len() == 8 + 4 * count);
                 let mut p = body.clone();
                 p[0] = 0x31;
                 refill_checksum6(&mut p);
                 let r = decode6(&p);
-                prop_assert_eq!(r.is_ok(), count > 0 && body.len() == 8 + 16 * count);
+                prop_assert_eq!(r.is_ok(), count > 0 && interval > 0 && body.len() == 8 + 16 * count);
             }
         }
 

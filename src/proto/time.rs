@@ -28,8 +28,8 @@ impl Centis {
         }
     }
 
-    /// The value as received on the wire. Zero is legal in a packet but meaningless as an
-    /// interval; it is clamped to 1 so timers stay finite (counted separately by the codec).
+    /// The value as received on the wire. The codec drops a zero (RFC 9568 erratum 8301); should
+    /// one get here anyway it is clamped to 1 so timers stay finite.
     pub const fn from_wire(field: u16) -> Centis {
         let v = field & 0x0fff;
         Centis(if v == 0 { 1 } else { v })

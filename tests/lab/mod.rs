@@ -15,6 +15,9 @@
 
 #![allow(dead_code)] // each test file uses a different part of the harness
 
+pub mod interop;
+pub mod peers;
+
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fmt::Write as _;
