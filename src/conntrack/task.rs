@@ -88,6 +88,8 @@ const OWN_ADDRESSES_EVERY: Duration = Duration::from_secs(30);
 pub enum SyncError {
     #[error("conntrack netlink: {0}")]
     Kernel(#[from] super::kernel::KernelError),
+    #[error("starting the conntrack-sync thread: {0}")]
+    Thread(std::io::Error),
     #[error("sync channel on {local}: {source}")]
     Channel {
         local: SocketAddr,
@@ -99,11 +101,52 @@ impl SyncHandle {
     /// Subscribes to conntrack events, dumps the table, opens the channel and starts the task.
     /// `hold` receives the preempt hold whenever it changes (true first: a router that starts
     /// waits for its peer's table).
+    ///
+    /// The task runs on a thread of its own, so that a burst of conntrack work (a 240,000-entry
+    /// flush, a resync) never delays the VRRP timers of the daemon's thread.
     pub async fn start(
         settings: SyncSettings,
         own: Vec<IpAddr>,
         hold: mpsc::UnboundedSender<bool>,
     ) -> Result<SyncHandle, SyncError> {
+        let (ready_tx, ready_rx) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("conntrack-sync".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(SyncError::Thread(e)));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    match Self::open(settings, own, hold).await {
+                        Ok((task, handle)) => {
+                            let _ = ready_tx.send(Ok(handle));
+                            task.run().await;
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                        }
+                    }
+                });
+            })
+            .map_err(SyncError::Thread)?;
+        ready_rx.await.map_err(|_| {
+            SyncError::Thread(std::io::Error::other("the conntrack-sync thread ended"))
+        })?
+    }
+
+    /// Opens the kernel side and the channel (on the sync thread's runtime).
+    async fn open(
+        settings: SyncSettings,
+        own: Vec<IpAddr>,
+        hold: mpsc::UnboundedSender<bool>,
+    ) -> Result<(Task, SyncHandle), SyncError> {
         let events = EventStream::open()?; // before the dump
         let kernel = Conntrack::open()?;
         let mut filter = Filter::new([], settings.ignored.clone());
@@ -139,12 +182,14 @@ impl SyncHandle {
         };
         let sync_group = task.settings.sync_group.clone();
         task.publish();
-        tokio::spawn(task.run());
-        Ok(SyncHandle {
-            commands,
-            status,
-            sync_group,
-        })
+        Ok((
+            task,
+            SyncHandle {
+                commands,
+                status,
+                sync_group,
+            },
+        ))
     }
 
     /// The sync group moved to `role` (BACKUP, FAULT -> [`Role::Backup`]).
@@ -221,6 +266,8 @@ impl Task {
             while let Some(held) = self.core.poll_preempt_hold() {
                 let _ = self.hold.send(held);
             }
+            // The channel's tasks share this thread: never starve them with a stream of events.
+            tokio::task::yield_now().await;
             let deadline = self
                 .core
                 .poll_timeout()
