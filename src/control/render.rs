@@ -141,3 +141,21 @@ pub fn sync_table(status: &serde_json::Value) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod sync_table_tests {
+    #[test]
+    fn sync_table_has_one_line_per_key_and_the_errors_below() {
+        let v = serde_json::json!({
+            "peer": "10.76.9.2:3780",
+            "connected": true,
+            "last-full-sync": null,
+            "errors": {"channel-auth": 2},
+        });
+        let t = super::sync_table(&v);
+        assert!(t.contains("peer            10.76.9.2:3780\n"), "{t}");
+        assert!(t.contains("connected       true\n"), "{t}");
+        assert!(t.contains("last-full-sync  -\n"), "{t}");
+        assert!(t.contains("  channel-auth  2\n"), "{t}");
+    }
+}
