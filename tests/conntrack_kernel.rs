@@ -46,6 +46,7 @@ fn wire_round_trip(e: &Entry) -> Entry {
 const CTA_SEQ_ADJ_ORIG: u16 = 15;
 const CTA_LABELS: u16 = 22;
 const CTA_HELP: u16 = 5;
+const CTA_TUPLE_MASTER: u16 = 14;
 const NESTED: u16 = 0x8000;
 
 fn nla(kind: u16, value: &[u8]) -> Vec<u8> {
@@ -188,7 +189,32 @@ fn synthetic_others() -> Vec<Entry> {
         kind: CTA_HELP | NESTED,
         value: nla(1, b"ftp\0"),
     }];
-    vec![udp6, icmp, dnat, ftp]
+    // Its data connection, created by the helper's expectation: CTA_TUPLE_MASTER names the
+    // control connection. Listed first: install() must still put the master in first.
+    let mut master = nla(
+        1 | NESTED,
+        &[nla(1, &[10, 76, 2, 10]), nla(2, &[10, 76, 4, 10])].concat(),
+    );
+    master.extend(nla(
+        2 | NESTED,
+        &[
+            nla(1, &[6]),
+            nla(2, &ftp.key.src_port.to_be_bytes()),
+            nla(3, &21u16.to_be_bytes()),
+        ]
+        .concat(),
+    ));
+    let mut data = synthetic_tcp(100);
+    data.key.zone = 0;
+    data.key.dst_port = 30000;
+    data.reply.src_port = 30000;
+    data.raw = vec![RawAttr {
+        place: RawPlace::Top,
+        kind: CTA_TUPLE_MASTER | NESTED,
+        value: master,
+    }];
+    assert!(data.is_related());
+    vec![data, udp6, icmp, dnat, ftp]
 }
 
 /// `conntrack -L -o extended` lines without timeout and use count, keyed by the original
@@ -298,6 +324,9 @@ fn synthetic_entries_round_trip_between_kernels() -> Result<()> {
         if w.raw.iter().any(|a| a.type_id() == CTA_SEQ_ADJ_ORIG) {
             expect.status |= 1 << 6;
         }
+        if w.is_related() {
+            expect.status |= status::EXPECTED;
+        }
         if w.raw.iter().any(|a| a.type_id() == CTA_HELP) {
             expect.status |= 1 << 13; // IPS_HELPER: explicitly assigned
         }
@@ -330,7 +359,7 @@ fn synthetic_entries_round_trip_between_kernels() -> Result<()> {
         "x -> y",
     );
     // SRC_NAT status really set (conntrack filters on the status bit).
-    assert_eq!(conntrack_list(&y.name, &["--src-nat"]).len(), 5);
+    assert_eq!(conntrack_list(&y.name, &["--src-nat"]).len(), 6);
     for e in &dumped_y {
         assert_eq!(e.status & status::SRC_NAT != 0, e.is_snat(), "{e:?}");
         assert_eq!(e.status & status::DST_NAT != 0, e.is_dnat(), "{e:?}");

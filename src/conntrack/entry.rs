@@ -227,6 +227,31 @@ impl Entry {
         self.reply.src != self.key.dst || port_changed
     }
 
+    /// Folds a newer view of the same flow into this one. UPDATE events carry only what
+    /// changed besides tuples, status, timeout, zone and mark: TCP info only when the
+    /// protocol state changed, the master only in NEW, sequence adjustment only when it
+    /// changed (ctnetlink_conntrack_event). Fields the newer view lacks are kept.
+    pub fn merge_update(&mut self, newer: &Entry) {
+        self.reply = newer.reply;
+        self.status = newer.status;
+        if newer.timeout.is_some() {
+            self.timeout = newer.timeout;
+        }
+        if newer.mark.is_some() {
+            self.mark = newer.mark;
+        }
+        if newer.tcp.is_some() {
+            self.tcp = newer.tcp;
+        }
+        for attr in &newer.raw {
+            let same = |a: &RawAttr| a.place == attr.place && a.type_id() == attr.type_id();
+            match self.raw.iter_mut().find(|a| same(a)) {
+                Some(old) => old.clone_from(attr),
+                None => self.raw.push(attr.clone()),
+            }
+        }
+    }
+
     /// Bytes this entry occupies in memory (inline size plus heap of the raw attributes).
     pub fn memory_size(&self) -> usize {
         std::mem::size_of::<Entry>()
@@ -545,6 +570,24 @@ mod tests {
         }
         buf.push(0);
         assert_eq!(Entry::decode(&buf), Err(EntryError::TrailingBytes(1)));
+    }
+
+    #[test]
+    fn merge_keeps_what_an_update_lacks() {
+        let mut cached = sample();
+        let mut update = sample();
+        update.tcp = None;
+        update.raw.clear();
+        update.timeout = Some(10);
+        update.status |= status::DYING;
+        cached.merge_update(&update);
+        assert_eq!(cached.tcp, sample().tcp);
+        assert_eq!(cached.raw, sample().raw);
+        assert_eq!((cached.timeout, cached.status), (Some(10), update.status));
+        let mut relabelled = sample();
+        relabelled.raw[0].value = vec![2; 16];
+        cached.merge_update(&relabelled);
+        assert_eq!(cached.raw, relabelled.raw);
     }
 
     #[test]
