@@ -432,9 +432,14 @@ fn events_for_new_update_destroy() -> Result<()> {
     });
     let ct = open_ct(&ns.name, &rt);
 
-    let mut e = synthetic_others().remove(0);
-    e.key.zone = 0;
-    rt.block_on(ct.install(std::slice::from_ref(&e)))?;
+    let e = synthetic_others()
+        .into_iter()
+        .find(|e| e.key.family == Family::Ipv6)
+        .unwrap();
+    assert_eq!(
+        rt.block_on(ct.install(std::slice::from_ref(&e)))?.created,
+        1
+    );
     rt.block_on(ct.set_timeouts(&[(e.key.clone(), 500)]))?;
     rt.block_on(ct.remove(&[e.key.clone()]))?;
     // A real flow: ping on loopback (ICMP echo, id/type/code in the key).
@@ -450,6 +455,7 @@ fn events_for_new_update_destroy() -> Result<()> {
             }
         }
     });
+    assert!(seen.len() >= 4, "{seen:#?}");
     let kinds: Vec<(&str, &FlowKey)> = seen
         .iter()
         .map(|ev| match ev {
@@ -477,6 +483,31 @@ fn events_for_new_update_destroy() -> Result<()> {
     if let KernelEvent::Update(u) = &seen[1] {
         assert!(u.timeout.unwrap() > 490);
     }
+
+    // Events caused by our own requests can be told apart (and dropped): the backup must not
+    // take its own installs for local changes.
+    events.ignore_origin(ct.port_id());
+    rt.block_on(ct.install(std::slice::from_ref(&e)))?;
+    rt.block_on(ct.remove(&[e.key.clone()]))?;
+    ns.exec_ok(&["ping", "-c", "1", "-W", "2", "127.0.0.1"])?;
+    let mut later = Vec::new();
+    rt.block_on(async {
+        while let Ok(ev) = tokio::time::timeout(Duration::from_secs(1), events.next()).await {
+            later.push(ev.expect("event"));
+        }
+    });
+    let ours = |ev: &KernelEvent| match ev {
+        KernelEvent::New(x) | KernelEvent::Update(x) | KernelEvent::Destroy(x) => x.key == e.key,
+        KernelEvent::Overrun => false,
+    };
+    assert!(!later.iter().any(ours), "{later:#?}");
+    assert!(
+        later
+            .iter()
+            .any(|ev| matches!(ev, KernelEvent::New(x) if x.key.protocol == 1)),
+        "the second ping's NEW event: {later:#?}"
+    );
+    assert_eq!(events.ignored, 2, "our install and remove");
     Ok(())
 }
 

@@ -714,12 +714,16 @@ fn push_request(
 struct NlSocket {
     fd: AsyncFd<Socket>,
     buf: Vec<u8>,
+    /// The netlink port id the kernel assigned to this socket.
+    port: u32,
 }
 
 fn open_socket(groups: &[u32], rcvbuf: usize) -> Result<NlSocket, KernelError> {
     let mut sock = Socket::new(NETLINK_NETFILTER).map_err(KernelError::io("netlink socket"))?;
-    sock.bind_auto()
-        .map_err(KernelError::io("binding the netlink socket"))?;
+    let port = sock
+        .bind_auto()
+        .map_err(KernelError::io("binding the netlink socket"))?
+        .port_number();
     for g in groups {
         sock.add_membership(*g)
             .map_err(KernelError::io("joining a conntrack event group"))?;
@@ -736,6 +740,7 @@ fn open_socket(groups: &[u32], rcvbuf: usize) -> Result<NlSocket, KernelError> {
     Ok(NlSocket {
         fd,
         buf: vec![0; RECV_BUF],
+        port,
     })
 }
 
@@ -905,6 +910,9 @@ pub struct EventStream {
     pub undecodable: u64,
     /// ENOBUFS seen (each also delivered as [`KernelEvent::Overrun`]).
     pub overruns: u64,
+    /// Events caused by the ignored origin (see [`EventStream::ignore_origin`]), dropped.
+    pub ignored: u64,
+    ignore_port: Option<u32>,
 }
 
 impl EventStream {
@@ -927,7 +935,17 @@ impl EventStream {
             pending: VecDeque::new(),
             undecodable: 0,
             overruns: 0,
+            ignored: 0,
+            ignore_port: None,
         })
+    }
+
+    /// Drops events caused by requests of the socket with this port id (the kernel stamps an
+    /// event with the port of the ctnetlink request that caused it): give it
+    /// [`Conntrack::port_id`] of the socket that installs replicated entries, so that the
+    /// backup does not see its own installs and refreshes as local changes.
+    pub fn ignore_origin(&mut self, port_id: u32) {
+        self.ignore_port = Some(port_id);
     }
 
     /// The next event (waits for one).
@@ -978,6 +996,12 @@ impl EventStream {
         };
         let datagram = &self.sock.buf[..n];
         for msg in messages(datagram) {
+            if self.ignore_port.is_some()
+                && self.ignore_port == Some(NetlinkBuffer::new(msg).port_number())
+            {
+                self.ignored += 1;
+                continue;
+            }
             match parse_reply(msg) {
                 Ok(Reply::Conntrack {
                     delete,
@@ -1005,6 +1029,7 @@ impl EventStream {
 /// Requests to the conntrack table of the current network namespace.
 pub struct Conntrack {
     inner: Mutex<Requests>,
+    port: u32,
 }
 
 struct Requests {
@@ -1104,9 +1129,15 @@ impl Requests {
 }
 
 impl Conntrack {
+    /// The netlink port id of this socket (see [`EventStream::ignore_origin`]).
+    pub fn port_id(&self) -> u32 {
+        self.port
+    }
+
     pub fn open() -> Result<Self, KernelError> {
         let sock = open_socket(&[], REQUEST_RCVBUF)?;
         Ok(Conntrack {
+            port: sock.port,
             inner: Mutex::new(Requests { sock, seq: 0 }),
         })
     }
