@@ -316,7 +316,7 @@ fn synthetic_entries_round_trip_between_kernels() -> Result<()> {
         // sequence adjustment was given.
         let mut expect = w.clone();
         let nat_bits =
-            (w.is_snat() as u32) * status::SRC_NAT | (w.is_dnat() as u32) * status::DST_NAT;
+            ((w.is_snat() as u32) * status::SRC_NAT) | ((w.is_dnat() as u32) * status::DST_NAT);
         if nat_bits != 0 {
             expect.status |= nat_bits | (3 << 7);
         }
@@ -441,7 +441,7 @@ fn events_for_new_update_destroy() -> Result<()> {
         1
     );
     rt.block_on(ct.set_timeouts(&[(e.key.clone(), 500)]))?;
-    rt.block_on(ct.remove(&[e.key.clone()]))?;
+    rt.block_on(ct.remove(std::slice::from_ref(&e.key)))?;
     // A real flow: ping on loopback (ICMP echo, id/type/code in the key).
     ns.exec_ok(&["ping", "-c", "1", "-W", "2", "127.0.0.1"])?;
 
@@ -488,7 +488,7 @@ fn events_for_new_update_destroy() -> Result<()> {
     // take its own installs for local changes.
     events.ignore_origin(ct.port_id());
     rt.block_on(ct.install(std::slice::from_ref(&e)))?;
-    rt.block_on(ct.remove(&[e.key.clone()]))?;
+    rt.block_on(ct.remove(std::slice::from_ref(&e.key)))?;
     ns.exec_ok(&["ping", "-c", "1", "-W", "2", "127.0.0.1"])?;
     let mut later = Vec::new();
     rt.block_on(async {
@@ -787,8 +787,8 @@ fn tcp_flow_continues_through_the_other_router_with_strict_window_tracking() -> 
 // Decoders never panic.
 
 fn arb_entry() -> impl Strategy<Value = Entry> {
-    let addr4 = any::<[u8; 4]>().prop_map(|b| IpAddr::from(b));
-    let addr6 = any::<[u8; 16]>().prop_map(|b| IpAddr::from(b));
+    let addr4 = any::<[u8; 4]>().prop_map(IpAddr::from);
+    let addr6 = any::<[u8; 16]>().prop_map(IpAddr::from);
     let raw = (
         0u8..9,
         any::<u16>(),
