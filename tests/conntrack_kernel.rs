@@ -1103,3 +1103,113 @@ fn scale_100k_install_dump_events() -> Result<()> {
     );
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------------
+// Expectations (FTP): a pending expectation moves with its master.
+
+fn tuple_v4(src: [u8; 4], dst: [u8; 4], proto: u8, sport: u16, dport: u16) -> Vec<u8> {
+    let mut t = nla(1 | NESTED, &[nla(1, &src), nla(2, &dst)].concat());
+    t.extend(nla(
+        2 | NESTED,
+        &[
+            nla(1, &[proto]),
+            nla(2, &sport.to_be_bytes()),
+            nla(3, &dport.to_be_bytes()),
+        ]
+        .concat(),
+    ));
+    t
+}
+
+fn raw_top(kind: u16, value: Vec<u8>) -> RawAttr {
+    RawAttr {
+        place: RawPlace::Top,
+        kind,
+        value,
+    }
+}
+
+#[test]
+fn ftp_expectation_round_trips_between_kernels() -> Result<()> {
+    require_root()?;
+    let rt = runtime();
+    let x = Netns::new("ex")?;
+    let y = Netns::new("ey")?;
+    for ns in [&x, &y] {
+        nft_in(
+            &ns.name,
+            "table ip ctk {\n chain post { type nat hook postrouting priority srcnat; policy accept; }\n}\n",
+        )?;
+    }
+    let ct_x = open_ct(&x.name, &rt);
+    let ct_y = open_ct(&y.name, &rt);
+    let ftp = synthetic_others()
+        .into_iter()
+        .find(|e| e.key.dst_port == 21)
+        .unwrap();
+    assert_eq!(
+        rt.block_on(ct_x.install(std::slice::from_ref(&ftp)))?
+            .created,
+        1
+    );
+    // The passive-mode data connection the control connection announced: client -> server:30000.
+    let exp = vrrpd::conntrack::Expectation {
+        family: Family::Ipv4,
+        raw: vec![
+            raw_top(
+                1 | NESTED,
+                tuple_v4([10, 76, 2, 10], [10, 76, 4, 10], 6, ftp.key.src_port, 21),
+            ),
+            raw_top(
+                2 | NESTED,
+                tuple_v4([10, 76, 2, 10], [10, 76, 4, 10], 6, 0, 30000),
+            ),
+            raw_top(3 | NESTED, tuple_v4([255; 4], [255; 4], 6, 0, 0xffff)),
+            raw_top(4, 300u32.to_be_bytes().to_vec()),
+            raw_top(6, b"ftp\0".to_vec()),
+        ],
+    };
+    let report = rt.block_on(ct_x.install_expectations(std::slice::from_ref(&exp)))?;
+    assert_eq!(report.created, 1, "{report:?}");
+    let on_x = rt.block_on(ct_x.dump_expectations())?;
+    assert_eq!(on_x.len(), 1, "{on_x:#?}");
+
+    // Ship master and expectation (through the wire forms) to y.
+    let masters: Vec<Entry> = rt
+        .block_on(ct_x.dump())?
+        .iter()
+        .map(wire_round_trip)
+        .collect();
+    let mut buf = Vec::new();
+    on_x[0].encode(&mut buf);
+    let shipped = vrrpd::conntrack::Expectation::decode(&buf).unwrap();
+    assert_eq!(shipped, on_x[0]);
+    assert_eq!(rt.block_on(ct_y.install(&masters))?.created, 1);
+    let report = rt.block_on(ct_y.install_expectations(std::slice::from_ref(&shipped)))?;
+    assert_eq!(report.created, 1, "{report:?}");
+    let on_y = rt.block_on(ct_y.dump_expectations())?;
+    assert_eq!(on_y.len(), 1, "{on_y:#?}");
+    let without_timeout = |e: &vrrpd::conntrack::Expectation| {
+        e.raw
+            .iter()
+            .filter(|a| a.type_id() != 4)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(without_timeout(&on_x[0]), without_timeout(&on_y[0]));
+    assert!(
+        on_x[0]
+            .timeout_secs()
+            .unwrap()
+            .abs_diff(on_y[0].timeout_secs().unwrap())
+            <= 2
+    );
+    let list = |ns: &Netns| -> String {
+        let out = ns.exec_ok(&["conntrack", "-L", "expect"]).unwrap();
+        out.split_whitespace().skip(1).collect::<Vec<_>>().join(" ")
+    };
+    eprintln!("conntrack -L expect in y: {}", list(&y));
+    assert!(list(&y).contains("dport=30000"));
+    assert_eq!(list(&x), list(&y), "conntrack -L expect");
+    Ok(())
+}

@@ -38,6 +38,7 @@ use netlink_packet_netfilter::conntrack::{
 };
 use netlink_packet_netfilter::{
     NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
+    NetfilterSubsystem,
 };
 use netlink_sys::Socket;
 use netlink_sys::protocols::NETLINK_NETFILTER;
@@ -45,12 +46,18 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::Mutex;
 
 use super::entry::{
-    CTA_TUPLE_MASTER, Entry, FlowKey, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, RawAttr, RawPlace,
-    ReplyTuple, TcpInfo, protocol_has_ports, status,
+    CTA_TUPLE_MASTER, Entry, Expectation, FlowKey, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP,
+    RawAttr, RawPlace, ReplyTuple, TcpInfo, protocol_has_ports, status,
 };
 use crate::proto::Family;
 
 // include/uapi/linux/netfilter/nfnetlink_conntrack.h
+// Expectations: subsystem CTNETLINK_EXP, enum ctattr_expect.
+const NFNL_SUBSYS_CTNETLINK_EXP: u8 = 2;
+const IPCTNL_MSG_EXP_NEW: u8 = 0;
+const IPCTNL_MSG_EXP_GET: u8 = 1;
+const CTA_EXPECT_ID: u16 = 5;
+
 const CTA_HELP: u16 = 5;
 const CTA_NAT_SRC: u16 = 6;
 const CTA_COUNTERS_ORIG: u16 = 9;
@@ -687,7 +694,7 @@ fn nf_family(family: Option<Family>) -> NetfilterProtoFamily {
 /// Appends one serialized ctnetlink request to `out`.
 fn push_request(
     out: &mut Vec<u8>,
-    msg: ConntrackMessage,
+    msg: impl Into<NetfilterMessageInner>,
     family: Option<Family>,
     flags: u16,
     seq: u32,
@@ -850,6 +857,10 @@ enum Reply {
     Done {
         errno: i32,
     },
+    /// An expectation (subsystem CTNETLINK_EXP), attributes raw.
+    Expect {
+        attrs: Vec<DefaultNla>,
+    },
     Other,
 }
 
@@ -879,6 +890,15 @@ fn parse_reply(msg: &[u8]) -> Result<Reply, KernelError> {
             },
             _ => Reply::Other,
         },
+        NetlinkPayload::InnerMessage(NetfilterMessage {
+            inner:
+                NetfilterMessageInner::Other {
+                    subsys: NetfilterSubsystem::Other(NFNL_SUBSYS_CTNETLINK_EXP),
+                    message_type: IPCTNL_MSG_EXP_NEW,
+                    attributes,
+                },
+            ..
+        }) => Reply::Expect { attrs: attributes },
         _ => Reply::Other,
     })
 }
@@ -1202,6 +1222,76 @@ impl Conntrack {
         }
     }
 
+    /// Every pending expectation of both families (e.g. an FTP data connection announced on
+    /// the control connection but not opened yet).
+    pub async fn dump_expectations(&self) -> Result<Vec<Expectation>, KernelError> {
+        let mut req = self.inner.lock().await;
+        let seq = req.next_seq();
+        let mut buf = Vec::new();
+        push_request(
+            &mut buf,
+            exp_message(IPCTNL_MSG_EXP_GET, vec![]),
+            None,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            seq,
+        );
+        req.sock.send(&buf).await?;
+        let mut out = Vec::new();
+        loop {
+            let n = req
+                .sock
+                .recv()
+                .await
+                .map_err(KernelError::io("reading the expectation dump"))?;
+            for msg in messages(&req.sock.buf[..n]) {
+                if NetlinkBuffer::new(msg).sequence_number() != seq {
+                    continue;
+                }
+                let family = msg.get(16).copied().unwrap_or(0);
+                match parse_reply(msg) {
+                    Ok(Reply::Expect { attrs }) => out.push(expectation_from(family, &attrs)),
+                    Ok(Reply::Done { errno: 0 }) => return Ok(out),
+                    Ok(Reply::Done { errno }) | Ok(Reply::Ack { errno, .. }) if errno != 0 => {
+                        return Err(KernelError::Kernel {
+                            what: "dumping expectations",
+                            errno,
+                        });
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Creates expectations (their master entries must be installed first).
+    pub async fn install_expectations(
+        &self,
+        exps: &[Expectation],
+    ) -> Result<InstallReport, KernelError> {
+        let mut report = InstallReport::default();
+        let mut req = self.inner.lock().await;
+        req.batch(
+            exps.iter(),
+            |buf, e, flags, seq| {
+                let attrs = e.raw.iter().map(RawAttr::nla).collect();
+                push_request(
+                    buf,
+                    exp_message(IPCTNL_MSG_EXP_NEW, attrs),
+                    Some(e.family),
+                    flags | NLM_F_CREATE,
+                    seq,
+                )
+            },
+            |_| (),
+            |_, errno| match errno {
+                0 => report.created += 1,
+                e => report.fail(errno_name(e)),
+            },
+        )
+        .await?;
+        Ok(report)
+    }
+
     /// Creates the entries; an entry that exists already is updated instead (without the
     /// attributes the kernel refuses to change). Masters go before related entries.
     pub async fn install(&self, entries: &[Entry]) -> Result<InstallReport, KernelError> {
@@ -1382,4 +1472,27 @@ pub fn encode_create_request(entry: &Entry) -> Vec<u8> {
         1,
     );
     out
+}
+
+fn exp_message(message_type: u8, attributes: Vec<DefaultNla>) -> NetfilterMessageInner {
+    NetfilterMessageInner::Other {
+        subsys: NetfilterSubsystem::Other(NFNL_SUBSYS_CTNETLINK_EXP),
+        message_type,
+        attributes,
+    }
+}
+
+fn expectation_from(family: u8, attrs: &[DefaultNla]) -> Expectation {
+    Expectation {
+        family: if family == libc::AF_INET6 as u8 {
+            Family::Ipv6
+        } else {
+            Family::Ipv4
+        },
+        raw: attrs
+            .iter()
+            .filter(|a| a.kind() & netlink_packet_core::NLA_TYPE_MASK != CTA_EXPECT_ID)
+            .map(|a| raw_of(RawPlace::Top, a))
+            .collect(),
+    }
 }

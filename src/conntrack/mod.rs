@@ -4,5 +4,5 @@
 pub mod entry;
 pub mod kernel;
 
-pub use entry::{Entry, EntryError, FlowKey};
+pub use entry::{Entry, EntryError, Expectation, FlowKey};
 pub use kernel::{Conntrack, EventStream, InstallReport, KernelError, KernelEvent};
