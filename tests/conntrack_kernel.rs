@@ -1147,6 +1147,11 @@ fn ftp_expectation_round_trips_between_kernels() -> Result<()> {
         .into_iter()
         .find(|e| e.key.dst_port == 21)
         .unwrap();
+    // Expectation events depend on the master's event cache, set up when it is created.
+    x.sysctl("net.netfilter.nf_conntrack_events=1")?;
+    let mut exp_events = in_ns(&x.name, Some(rt.handle()), || {
+        vrrpd::conntrack::ExpectationStream::open().unwrap()
+    });
     assert_eq!(
         rt.block_on(ct_x.install(std::slice::from_ref(&ftp)))?
             .created,
@@ -1211,5 +1216,23 @@ fn ftp_expectation_round_trips_between_kernels() -> Result<()> {
     eprintln!("conntrack -L expect in y: {}", list(&y));
     assert!(list(&y).contains("dport=30000"));
     assert_eq!(list(&x), list(&y), "conntrack -L expect");
+
+    // Events: NEW when created, DESTROY when removed; remove is idempotent.
+    assert_eq!(rt.block_on(ct_x.remove_expectations(&on_x))?, 1);
+    assert_eq!(rt.block_on(ct_x.remove_expectations(&on_x))?, 0);
+    assert!(rt.block_on(ct_x.dump_expectations())?.is_empty());
+    let evs = rt.block_on(async {
+        let mut evs = Vec::new();
+        while let Ok(ev) = tokio::time::timeout(Duration::from_secs(1), exp_events.next()).await {
+            evs.push(ev.unwrap());
+        }
+        evs
+    });
+    use vrrpd::conntrack::ExpectEvent;
+    assert!(
+        matches!(&evs[..], [ExpectEvent::New(n), ExpectEvent::Destroy(d)]
+            if without_timeout(n) == without_timeout(&on_x[0]) && without_timeout(d) == without_timeout(&on_x[0])),
+        "{evs:#?}"
+    );
     Ok(())
 }

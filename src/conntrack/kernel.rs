@@ -56,6 +56,11 @@ use crate::proto::Family;
 const NFNL_SUBSYS_CTNETLINK_EXP: u8 = 2;
 const IPCTNL_MSG_EXP_NEW: u8 = 0;
 const IPCTNL_MSG_EXP_GET: u8 = 1;
+const IPCTNL_MSG_EXP_DELETE: u8 = 2;
+const CTA_EXPECT_TUPLE: u16 = 2;
+const CTA_EXPECT_ZONE: u16 = 7;
+const NFNLGRP_CONNTRACK_EXP_NEW: u32 = 4;
+const NFNLGRP_CONNTRACK_EXP_DESTROY: u32 = 6;
 const CTA_EXPECT_ID: u16 = 5;
 
 const CTA_HELP: u16 = 5;
@@ -859,6 +864,7 @@ enum Reply {
     },
     /// An expectation (subsystem CTNETLINK_EXP), attributes raw.
     Expect {
+        delete: bool,
         attrs: Vec<DefaultNla>,
     },
     Other,
@@ -894,11 +900,14 @@ fn parse_reply(msg: &[u8]) -> Result<Reply, KernelError> {
             inner:
                 NetfilterMessageInner::Other {
                     subsys: NetfilterSubsystem::Other(NFNL_SUBSYS_CTNETLINK_EXP),
-                    message_type: IPCTNL_MSG_EXP_NEW,
+                    message_type: message_type @ (IPCTNL_MSG_EXP_NEW | IPCTNL_MSG_EXP_DELETE),
                     attributes,
                 },
             ..
-        }) => Reply::Expect { attrs: attributes },
+        }) => Reply::Expect {
+            delete: message_type == IPCTNL_MSG_EXP_DELETE,
+            attrs: attributes,
+        },
         _ => Reply::Other,
     })
 }
@@ -920,6 +929,81 @@ pub(crate) fn errno_name(errno: i32) -> String {
 
 // ---------------------------------------------------------------------------------------------
 // Events
+
+/// One event of the kernel's expectation table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExpectEvent {
+    New(Expectation),
+    Destroy(Expectation),
+    /// The kernel dropped events (ENOBUFS).
+    Overrun,
+}
+
+/// Subscription to the expectation events (NFNLGRP_CONNTRACK_EXP_NEW/DESTROY) of the current
+/// network namespace.
+pub struct ExpectationStream {
+    sock: NlSocket,
+    pending: VecDeque<ExpectEvent>,
+    pub overruns: u64,
+    /// Events caused by the ignored origin, dropped (see [`EventStream::ignore_origin`]).
+    pub ignored: u64,
+    ignore_port: Option<u32>,
+}
+
+impl ExpectationStream {
+    pub fn open() -> Result<Self, KernelError> {
+        let sock = open_socket(
+            &[NFNLGRP_CONNTRACK_EXP_NEW, NFNLGRP_CONNTRACK_EXP_DESTROY],
+            EVENT_RCVBUF / 16,
+        )?;
+        Ok(ExpectationStream {
+            sock,
+            pending: VecDeque::new(),
+            overruns: 0,
+            ignored: 0,
+            ignore_port: None,
+        })
+    }
+
+    /// Drops events caused by requests of the socket with this port id.
+    pub fn ignore_origin(&mut self, port_id: u32) {
+        self.ignore_port = Some(port_id);
+    }
+
+    /// The next event (waits for one).
+    pub async fn next(&mut self) -> Result<ExpectEvent, KernelError> {
+        loop {
+            if let Some(ev) = self.pending.pop_front() {
+                return Ok(ev);
+            }
+            let received = self.sock.recv().await;
+            let n = match received {
+                Ok(n) => n,
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    self.overruns += 1;
+                    return Ok(ExpectEvent::Overrun);
+                }
+                Err(e) => return Err(KernelError::io("reading expectation events")(e)),
+            };
+            for msg in messages(&self.sock.buf[..n]) {
+                let hdr = NetlinkBuffer::new(msg);
+                if self.ignore_port.is_some() && self.ignore_port == Some(hdr.port_number()) {
+                    self.ignored += 1;
+                    continue;
+                }
+                let family = msg.get(16).copied().unwrap_or(0);
+                if let Ok(Reply::Expect { delete, attrs }) = parse_reply(msg) {
+                    let exp = expectation_from(family, &attrs);
+                    self.pending.push_back(if delete {
+                        ExpectEvent::Destroy(exp)
+                    } else {
+                        ExpectEvent::New(exp)
+                    });
+                }
+            }
+        }
+    }
+}
 
 /// Subscription to the conntrack events of the current network namespace. Open it BEFORE
 /// dumping, so that nothing falls between the dump and the first event.
@@ -1249,7 +1333,7 @@ impl Conntrack {
                 }
                 let family = msg.get(16).copied().unwrap_or(0);
                 match parse_reply(msg) {
-                    Ok(Reply::Expect { attrs }) => out.push(expectation_from(family, &attrs)),
+                    Ok(Reply::Expect { attrs, .. }) => out.push(expectation_from(family, &attrs)),
                     Ok(Reply::Done { errno: 0 }) => return Ok(out),
                     Ok(Reply::Done { errno }) | Ok(Reply::Ack { errno, .. }) if errno != 0 => {
                         return Err(KernelError::Kernel {
@@ -1290,6 +1374,45 @@ impl Conntrack {
         )
         .await?;
         Ok(report)
+    }
+
+    /// Deletes these expectations (found by tuple and zone); returns how many existed.
+    pub async fn remove_expectations(&self, exps: &[Expectation]) -> Result<usize, KernelError> {
+        let mut req = self.inner.lock().await;
+        let mut removed = 0usize;
+        let mut failure = None;
+        req.batch(
+            exps.iter(),
+            |buf, e, flags, seq| {
+                let attrs = e
+                    .raw
+                    .iter()
+                    .filter(|a| matches!(a.type_id(), CTA_EXPECT_TUPLE | CTA_EXPECT_ZONE))
+                    .map(RawAttr::nla)
+                    .collect();
+                push_request(
+                    buf,
+                    exp_message(IPCTNL_MSG_EXP_DELETE, attrs),
+                    Some(e.family),
+                    flags,
+                    seq,
+                )
+            },
+            |_| (),
+            |_, errno| match errno {
+                0 => removed += 1,
+                libc::ENOENT => {}
+                e => failure = failure.or(Some(e)),
+            },
+        )
+        .await?;
+        match failure {
+            Some(errno) => Err(KernelError::Kernel {
+                what: "deleting expectations",
+                errno,
+            }),
+            None => Ok(removed),
+        }
     }
 
     /// Creates the entries; an entry that exists already is updated instead (without the

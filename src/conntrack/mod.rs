@@ -5,4 +5,6 @@ pub mod entry;
 pub mod kernel;
 
 pub use entry::{Entry, EntryError, Expectation, FlowKey};
-pub use kernel::{Conntrack, EventStream, InstallReport, KernelError, KernelEvent};
+pub use kernel::{
+    Conntrack, EventStream, ExpectEvent, ExpectationStream, InstallReport, KernelError, KernelEvent,
+};
