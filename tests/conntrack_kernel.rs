@@ -214,7 +214,12 @@ fn synthetic_others() -> Vec<Entry> {
         value: master,
     }];
     assert!(data.is_related());
-    vec![data, udp6, icmp, dnat, ftp]
+    // IPv6 with SNAT (address and port).
+    let mut udp6_snat = udp6.clone();
+    udp6_snat.key.src_port = 5354;
+    udp6_snat.reply.dst = addr("2001:db8:5:34cd::1");
+    udp6_snat.reply.dst_port = 61000;
+    vec![data, udp6, udp6_snat, icmp, dnat, ftp]
 }
 
 /// `conntrack -L -o extended` lines without timeout and use count, keyed by the original
@@ -294,7 +299,8 @@ fn synthetic_entries_round_trip_between_kernels() -> Result<()> {
         nft_in(
             &ns.name,
             "table ip ctk {\n chain post { type nat hook postrouting priority srcnat; policy accept; }\n \
-                chain out { type filter hook output priority 0; policy accept; ct label 127 counter; }\n}\n",
+                chain out { type filter hook output priority 0; policy accept; ct label 127 counter; }\n}\n\
+                table ip6 ctk6 {\n chain post { type nat hook postrouting priority srcnat; policy accept; }\n}\n",
         )?;
     }
     let ct_x = open_ct(&x.name, &rt);
@@ -359,7 +365,7 @@ fn synthetic_entries_round_trip_between_kernels() -> Result<()> {
         "x -> y",
     );
     // SRC_NAT status really set (conntrack filters on the status bit).
-    assert_eq!(conntrack_list(&y.name, &["--src-nat"]).len(), 6);
+    assert_eq!(conntrack_list(&y.name, &["--src-nat"]).len(), 7);
     for e in &dumped_y {
         assert_eq!(e.status & status::SRC_NAT != 0, e.is_snat(), "{e:?}");
         assert_eq!(e.status & status::DST_NAT != 0, e.is_dnat(), "{e:?}");
