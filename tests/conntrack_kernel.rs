@@ -46,6 +46,7 @@ fn wire_round_trip(e: &Entry) -> Entry {
 const CTA_SEQ_ADJ_ORIG: u16 = 15;
 const CTA_LABELS: u16 = 22;
 const CTA_HELP: u16 = 5;
+const CTA_TUPLE_MASTER: u16 = 14;
 const NESTED: u16 = 0x8000;
 
 fn nla(kind: u16, value: &[u8]) -> Vec<u8> {
@@ -188,7 +189,37 @@ fn synthetic_others() -> Vec<Entry> {
         kind: CTA_HELP | NESTED,
         value: nla(1, b"ftp\0"),
     }];
-    vec![udp6, icmp, dnat, ftp]
+    // Its data connection, created by the helper's expectation: CTA_TUPLE_MASTER names the
+    // control connection. Listed first: install() must still put the master in first.
+    let mut master = nla(
+        1 | NESTED,
+        &[nla(1, &[10, 76, 2, 10]), nla(2, &[10, 76, 4, 10])].concat(),
+    );
+    master.extend(nla(
+        2 | NESTED,
+        &[
+            nla(1, &[6]),
+            nla(2, &ftp.key.src_port.to_be_bytes()),
+            nla(3, &21u16.to_be_bytes()),
+        ]
+        .concat(),
+    ));
+    let mut data = synthetic_tcp(100);
+    data.key.zone = 0;
+    data.key.dst_port = 30000;
+    data.reply.src_port = 30000;
+    data.raw = vec![RawAttr {
+        place: RawPlace::Top,
+        kind: CTA_TUPLE_MASTER | NESTED,
+        value: master,
+    }];
+    assert!(data.is_related());
+    // IPv6 with SNAT (address and port).
+    let mut udp6_snat = udp6.clone();
+    udp6_snat.key.src_port = 5354;
+    udp6_snat.reply.dst = addr("2001:db8:5:34cd::1");
+    udp6_snat.reply.dst_port = 61000;
+    vec![data, udp6, udp6_snat, icmp, dnat, ftp]
 }
 
 /// `conntrack -L -o extended` lines without timeout and use count, keyed by the original
@@ -268,7 +299,8 @@ fn synthetic_entries_round_trip_between_kernels() -> Result<()> {
         nft_in(
             &ns.name,
             "table ip ctk {\n chain post { type nat hook postrouting priority srcnat; policy accept; }\n \
-                chain out { type filter hook output priority 0; policy accept; ct label 127 counter; }\n}\n",
+                chain out { type filter hook output priority 0; policy accept; ct label 127 counter; }\n}\n\
+                table ip6 ctk6 {\n chain post { type nat hook postrouting priority srcnat; policy accept; }\n}\n",
         )?;
     }
     let ct_x = open_ct(&x.name, &rt);
@@ -290,13 +322,16 @@ fn synthetic_entries_round_trip_between_kernels() -> Result<()> {
         // sequence adjustment was given.
         let mut expect = w.clone();
         let nat_bits =
-            (w.is_snat() as u32) * status::SRC_NAT | (w.is_dnat() as u32) * status::DST_NAT;
+            ((w.is_snat() as u32) * status::SRC_NAT) | ((w.is_dnat() as u32) * status::DST_NAT);
         if nat_bits != 0 {
             expect.status |= nat_bits | (3 << 7);
         }
         let mut got_typed = got.clone();
         if w.raw.iter().any(|a| a.type_id() == CTA_SEQ_ADJ_ORIG) {
             expect.status |= 1 << 6;
+        }
+        if w.is_related() {
+            expect.status |= status::EXPECTED;
         }
         if w.raw.iter().any(|a| a.type_id() == CTA_HELP) {
             expect.status |= 1 << 13; // IPS_HELPER: explicitly assigned
@@ -330,7 +365,7 @@ fn synthetic_entries_round_trip_between_kernels() -> Result<()> {
         "x -> y",
     );
     // SRC_NAT status really set (conntrack filters on the status bit).
-    assert_eq!(conntrack_list(&y.name, &["--src-nat"]).len(), 5);
+    assert_eq!(conntrack_list(&y.name, &["--src-nat"]).len(), 7);
     for e in &dumped_y {
         assert_eq!(e.status & status::SRC_NAT != 0, e.is_snat(), "{e:?}");
         assert_eq!(e.status & status::DST_NAT != 0, e.is_dnat(), "{e:?}");
@@ -403,11 +438,16 @@ fn events_for_new_update_destroy() -> Result<()> {
     });
     let ct = open_ct(&ns.name, &rt);
 
-    let mut e = synthetic_others().remove(0);
-    e.key.zone = 0;
-    rt.block_on(ct.install(std::slice::from_ref(&e)))?;
+    let e = synthetic_others()
+        .into_iter()
+        .find(|e| e.key.family == Family::Ipv6)
+        .unwrap();
+    assert_eq!(
+        rt.block_on(ct.install(std::slice::from_ref(&e)))?.created,
+        1
+    );
     rt.block_on(ct.set_timeouts(&[(e.key.clone(), 500)]))?;
-    rt.block_on(ct.remove(&[e.key.clone()]))?;
+    rt.block_on(ct.remove(std::slice::from_ref(&e.key)))?;
     // A real flow: ping on loopback (ICMP echo, id/type/code in the key).
     ns.exec_ok(&["ping", "-c", "1", "-W", "2", "127.0.0.1"])?;
 
@@ -421,6 +461,7 @@ fn events_for_new_update_destroy() -> Result<()> {
             }
         }
     });
+    assert!(seen.len() >= 4, "{seen:#?}");
     let kinds: Vec<(&str, &FlowKey)> = seen
         .iter()
         .map(|ev| match ev {
@@ -448,6 +489,31 @@ fn events_for_new_update_destroy() -> Result<()> {
     if let KernelEvent::Update(u) = &seen[1] {
         assert!(u.timeout.unwrap() > 490);
     }
+
+    // Events caused by our own requests can be told apart (and dropped): the backup must not
+    // take its own installs for local changes.
+    events.ignore_origin(ct.port_id());
+    rt.block_on(ct.install(std::slice::from_ref(&e)))?;
+    rt.block_on(ct.remove(std::slice::from_ref(&e.key)))?;
+    ns.exec_ok(&["ping", "-c", "1", "-W", "2", "127.0.0.1"])?;
+    let mut later = Vec::new();
+    rt.block_on(async {
+        while let Ok(ev) = tokio::time::timeout(Duration::from_secs(1), events.next()).await {
+            later.push(ev.expect("event"));
+        }
+    });
+    let ours = |ev: &KernelEvent| match ev {
+        KernelEvent::New(x) | KernelEvent::Update(x) | KernelEvent::Destroy(x) => x.key == e.key,
+        KernelEvent::Overrun => false,
+    };
+    assert!(!later.iter().any(ours), "{later:#?}");
+    assert!(
+        later
+            .iter()
+            .any(|ev| matches!(ev, KernelEvent::New(x) if x.key.protocol == 1)),
+        "the second ping's NEW event: {later:#?}"
+    );
+    assert_eq!(events.ignored, 2, "our install and remove");
     Ok(())
 }
 
@@ -727,8 +793,8 @@ fn tcp_flow_continues_through_the_other_router_with_strict_window_tracking() -> 
 // Decoders never panic.
 
 fn arb_entry() -> impl Strategy<Value = Entry> {
-    let addr4 = any::<[u8; 4]>().prop_map(|b| IpAddr::from(b));
-    let addr6 = any::<[u8; 16]>().prop_map(|b| IpAddr::from(b));
+    let addr4 = any::<[u8; 4]>().prop_map(IpAddr::from);
+    let addr6 = any::<[u8; 16]>().prop_map(IpAddr::from);
     let raw = (
         0u8..9,
         any::<u16>(),
@@ -1040,6 +1106,139 @@ fn scale_100k_install_dump_events() -> Result<()> {
     assert!(
         tally_flush.destroy == N as usize || tally_flush.overruns > 0,
         "{tally_flush:?}"
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Expectations (FTP): a pending expectation moves with its master.
+
+fn tuple_v4(src: [u8; 4], dst: [u8; 4], proto: u8, sport: u16, dport: u16) -> Vec<u8> {
+    let mut t = nla(1 | NESTED, &[nla(1, &src), nla(2, &dst)].concat());
+    t.extend(nla(
+        2 | NESTED,
+        &[
+            nla(1, &[proto]),
+            nla(2, &sport.to_be_bytes()),
+            nla(3, &dport.to_be_bytes()),
+        ]
+        .concat(),
+    ));
+    t
+}
+
+fn raw_top(kind: u16, value: Vec<u8>) -> RawAttr {
+    RawAttr {
+        place: RawPlace::Top,
+        kind,
+        value,
+    }
+}
+
+#[test]
+fn ftp_expectation_round_trips_between_kernels() -> Result<()> {
+    require_root()?;
+    let rt = runtime();
+    let x = Netns::new("ex")?;
+    let y = Netns::new("ey")?;
+    for ns in [&x, &y] {
+        nft_in(
+            &ns.name,
+            "table ip ctk {\n chain post { type nat hook postrouting priority srcnat; policy accept; }\n}\n",
+        )?;
+    }
+    let ct_x = open_ct(&x.name, &rt);
+    let ct_y = open_ct(&y.name, &rt);
+    let ftp = synthetic_others()
+        .into_iter()
+        .find(|e| e.key.dst_port == 21)
+        .unwrap();
+    // Expectation events depend on the master's event cache, set up when it is created.
+    x.sysctl("net.netfilter.nf_conntrack_events=1")?;
+    let mut exp_events = in_ns(&x.name, Some(rt.handle()), || {
+        vrrpd::conntrack::ExpectationStream::open().unwrap()
+    });
+    assert_eq!(
+        rt.block_on(ct_x.install(std::slice::from_ref(&ftp)))?
+            .created,
+        1
+    );
+    // The passive-mode data connection the control connection announced: client -> server:30000.
+    let exp = vrrpd::conntrack::Expectation {
+        family: Family::Ipv4,
+        raw: vec![
+            raw_top(
+                1 | NESTED,
+                tuple_v4([10, 76, 2, 10], [10, 76, 4, 10], 6, ftp.key.src_port, 21),
+            ),
+            raw_top(
+                2 | NESTED,
+                tuple_v4([10, 76, 2, 10], [10, 76, 4, 10], 6, 0, 30000),
+            ),
+            raw_top(3 | NESTED, tuple_v4([255; 4], [255; 4], 6, 0, 0xffff)),
+            raw_top(4, 300u32.to_be_bytes().to_vec()),
+            raw_top(6, b"ftp\0".to_vec()),
+        ],
+    };
+    let report = rt.block_on(ct_x.install_expectations(std::slice::from_ref(&exp)))?;
+    assert_eq!(report.created, 1, "{report:?}");
+    let on_x = rt.block_on(ct_x.dump_expectations())?;
+    assert_eq!(on_x.len(), 1, "{on_x:#?}");
+
+    // Ship master and expectation (through the wire forms) to y.
+    let masters: Vec<Entry> = rt
+        .block_on(ct_x.dump())?
+        .iter()
+        .map(wire_round_trip)
+        .collect();
+    let mut buf = Vec::new();
+    on_x[0].encode(&mut buf);
+    let shipped = vrrpd::conntrack::Expectation::decode(&buf).unwrap();
+    assert_eq!(shipped, on_x[0]);
+    assert_eq!(rt.block_on(ct_y.install(&masters))?.created, 1);
+    let report = rt.block_on(ct_y.install_expectations(std::slice::from_ref(&shipped)))?;
+    assert_eq!(report.created, 1, "{report:?}");
+    let on_y = rt.block_on(ct_y.dump_expectations())?;
+    assert_eq!(on_y.len(), 1, "{on_y:#?}");
+    let without_timeout = |e: &vrrpd::conntrack::Expectation| {
+        e.raw
+            .iter()
+            .filter(|a| a.type_id() != 4)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(without_timeout(&on_x[0]), without_timeout(&on_y[0]));
+    assert!(
+        on_x[0]
+            .timeout_secs()
+            .unwrap()
+            .abs_diff(on_y[0].timeout_secs().unwrap())
+            <= 2
+    );
+    let list = |ns: &Netns| -> String {
+        let out = ns.exec_ok(&["conntrack", "-L", "expect"]).unwrap();
+        out.split_whitespace().skip(1).collect::<Vec<_>>().join(" ")
+    };
+    eprintln!("conntrack -L expect in y: {}", list(&y));
+    assert!(list(&y).contains("dport=30000"));
+    assert_eq!(list(&x), list(&y), "conntrack -L expect");
+
+    // Events: NEW when created, DESTROY when removed; remove is idempotent.
+    assert_eq!(rt.block_on(ct_x.remove_expectations(&on_x))?, 1);
+    assert_eq!(rt.block_on(ct_x.remove_expectations(&on_x))?, 0);
+    assert!(rt.block_on(ct_x.dump_expectations())?.is_empty());
+    let evs = rt.block_on(async {
+        let mut evs = Vec::new();
+        while let Ok(ev) = tokio::time::timeout(Duration::from_secs(1), exp_events.next()).await {
+            evs.push(ev.unwrap());
+        }
+        evs
+    });
+    use vrrpd::conntrack::ExpectEvent;
+    assert!(
+        matches!(&evs[..], [ExpectEvent::New(n), ExpectEvent::Destroy(d)]
+            if without_timeout(n) == without_timeout(&on_x[0]) && without_timeout(d) == without_timeout(&on_x[0])),
+        "{evs:#?}"
     );
     Ok(())
 }

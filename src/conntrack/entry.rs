@@ -227,6 +227,31 @@ impl Entry {
         self.reply.src != self.key.dst || port_changed
     }
 
+    /// Folds a newer view of the same flow into this one. UPDATE events carry only what
+    /// changed besides tuples, status, timeout, zone and mark: TCP info only when the
+    /// protocol state changed, the master only in NEW, sequence adjustment only when it
+    /// changed (ctnetlink_conntrack_event). Fields the newer view lacks are kept.
+    pub fn merge_update(&mut self, newer: &Entry) {
+        self.reply = newer.reply;
+        self.status = newer.status;
+        if newer.timeout.is_some() {
+            self.timeout = newer.timeout;
+        }
+        if newer.mark.is_some() {
+            self.mark = newer.mark;
+        }
+        if newer.tcp.is_some() {
+            self.tcp = newer.tcp;
+        }
+        for attr in &newer.raw {
+            let same = |a: &RawAttr| a.place == attr.place && a.type_id() == attr.type_id();
+            match self.raw.iter_mut().find(|a| same(a)) {
+                Some(old) => old.clone_from(attr),
+                None => self.raw.push(attr.clone()),
+            }
+        }
+    }
+
     /// Bytes this entry occupies in memory (inline size plus heap of the raw attributes).
     pub fn memory_size(&self) -> usize {
         std::mem::size_of::<Entry>()
@@ -495,6 +520,75 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// A pending expectation (ctnetlink CTNETLINK_EXP), carried as its attributes (master tuple,
+/// tuple, mask, timeout, helper, zone, flags, class, NAT, function) without CTA_EXPECT_ID.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expectation {
+    pub family: Family,
+    /// Top-level CTA_EXPECT_* attributes as the kernel sent them.
+    pub raw: Vec<RawAttr>,
+}
+
+impl Expectation {
+    /// CTA_EXPECT_TIMEOUT in seconds.
+    pub fn timeout_secs(&self) -> Option<u32> {
+        self.raw
+            .iter()
+            .find(|a| a.type_id() == 4)
+            .and_then(|a| Some(u32::from_be_bytes(a.value.get(..4)?.try_into().ok()?)))
+    }
+
+    /// Wire form: u8 version | u8 family (4/6) | u16 count | count × (u16 kind | u16 len | bytes).
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.push(WIRE_VERSION);
+        out.push(if self.family == Family::Ipv6 { 6 } else { 4 });
+        let raws: Vec<&RawAttr> = self
+            .raw
+            .iter()
+            .filter(|a| a.value.len() <= MAX_RAW_LEN)
+            .take(u16::MAX as usize)
+            .collect();
+        out.extend_from_slice(&(raws.len() as u16).to_be_bytes());
+        for a in raws {
+            out.extend_from_slice(&a.kind.to_be_bytes());
+            out.extend_from_slice(&(a.value.len() as u16).to_be_bytes());
+            out.extend_from_slice(&a.value);
+        }
+    }
+
+    /// Parses the wire form. Never panics.
+    pub fn decode(bytes: &[u8]) -> Result<Expectation, EntryError> {
+        let mut r = Reader { buf: bytes, pos: 0 };
+        let version = r.u8()?;
+        if version != WIRE_VERSION {
+            return Err(EntryError::Version(version));
+        }
+        let family = match r.u8()? {
+            4 => Family::Ipv4,
+            6 => Family::Ipv6,
+            f => return Err(EntryError::Flags(f)),
+        };
+        let count = r.u16()? as usize;
+        if count > r.remaining() / 4 {
+            return Err(EntryError::Truncated);
+        }
+        let mut raw = Vec::with_capacity(count);
+        for _ in 0..count {
+            let kind = r.u16()?;
+            let len = r.u16()? as usize;
+            raw.push(RawAttr {
+                place: RawPlace::Top,
+                kind,
+                value: r.take(len)?.to_vec(),
+            });
+        }
+        if r.remaining() != 0 {
+            return Err(EntryError::TrailingBytes(r.remaining()));
+        }
+        Ok(Expectation { family, raw })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -545,6 +639,24 @@ mod tests {
         }
         buf.push(0);
         assert_eq!(Entry::decode(&buf), Err(EntryError::TrailingBytes(1)));
+    }
+
+    #[test]
+    fn merge_keeps_what_an_update_lacks() {
+        let mut cached = sample();
+        let mut update = sample();
+        update.tcp = None;
+        update.raw.clear();
+        update.timeout = Some(10);
+        update.status |= status::DYING;
+        cached.merge_update(&update);
+        assert_eq!(cached.tcp, sample().tcp);
+        assert_eq!(cached.raw, sample().raw);
+        assert_eq!((cached.timeout, cached.status), (Some(10), update.status));
+        let mut relabelled = sample();
+        relabelled.raw[0].value = vec![2; 16];
+        cached.merge_update(&relabelled);
+        assert_eq!(cached.raw, relabelled.raw);
     }
 
     #[test]

@@ -38,6 +38,7 @@ use netlink_packet_netfilter::conntrack::{
 };
 use netlink_packet_netfilter::{
     NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
+    NetfilterSubsystem,
 };
 use netlink_sys::Socket;
 use netlink_sys::protocols::NETLINK_NETFILTER;
@@ -45,12 +46,23 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::Mutex;
 
 use super::entry::{
-    CTA_TUPLE_MASTER, Entry, FlowKey, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, RawAttr, RawPlace,
-    ReplyTuple, TcpInfo, protocol_has_ports, status,
+    CTA_TUPLE_MASTER, Entry, Expectation, FlowKey, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP,
+    RawAttr, RawPlace, ReplyTuple, TcpInfo, protocol_has_ports, status,
 };
 use crate::proto::Family;
 
 // include/uapi/linux/netfilter/nfnetlink_conntrack.h
+// Expectations: subsystem CTNETLINK_EXP, enum ctattr_expect.
+const NFNL_SUBSYS_CTNETLINK_EXP: u8 = 2;
+const IPCTNL_MSG_EXP_NEW: u8 = 0;
+const IPCTNL_MSG_EXP_GET: u8 = 1;
+const IPCTNL_MSG_EXP_DELETE: u8 = 2;
+const CTA_EXPECT_TUPLE: u16 = 2;
+const CTA_EXPECT_ZONE: u16 = 7;
+const NFNLGRP_CONNTRACK_EXP_NEW: u32 = 4;
+const NFNLGRP_CONNTRACK_EXP_DESTROY: u32 = 6;
+const CTA_EXPECT_ID: u16 = 5;
+
 const CTA_HELP: u16 = 5;
 const CTA_NAT_SRC: u16 = 6;
 const CTA_COUNTERS_ORIG: u16 = 9;
@@ -687,7 +699,7 @@ fn nf_family(family: Option<Family>) -> NetfilterProtoFamily {
 /// Appends one serialized ctnetlink request to `out`.
 fn push_request(
     out: &mut Vec<u8>,
-    msg: ConntrackMessage,
+    msg: impl Into<NetfilterMessageInner>,
     family: Option<Family>,
     flags: u16,
     seq: u32,
@@ -714,12 +726,16 @@ fn push_request(
 struct NlSocket {
     fd: AsyncFd<Socket>,
     buf: Vec<u8>,
+    /// The netlink port id the kernel assigned to this socket.
+    port: u32,
 }
 
 fn open_socket(groups: &[u32], rcvbuf: usize) -> Result<NlSocket, KernelError> {
     let mut sock = Socket::new(NETLINK_NETFILTER).map_err(KernelError::io("netlink socket"))?;
-    sock.bind_auto()
-        .map_err(KernelError::io("binding the netlink socket"))?;
+    let port = sock
+        .bind_auto()
+        .map_err(KernelError::io("binding the netlink socket"))?
+        .port_number();
     for g in groups {
         sock.add_membership(*g)
             .map_err(KernelError::io("joining a conntrack event group"))?;
@@ -736,6 +752,7 @@ fn open_socket(groups: &[u32], rcvbuf: usize) -> Result<NlSocket, KernelError> {
     Ok(NlSocket {
         fd,
         buf: vec![0; RECV_BUF],
+        port,
     })
 }
 
@@ -845,6 +862,11 @@ enum Reply {
     Done {
         errno: i32,
     },
+    /// An expectation (subsystem CTNETLINK_EXP), attributes raw.
+    Expect {
+        delete: bool,
+        attrs: Vec<DefaultNla>,
+    },
     Other,
 }
 
@@ -874,6 +896,18 @@ fn parse_reply(msg: &[u8]) -> Result<Reply, KernelError> {
             },
             _ => Reply::Other,
         },
+        NetlinkPayload::InnerMessage(NetfilterMessage {
+            inner:
+                NetfilterMessageInner::Other {
+                    subsys: NetfilterSubsystem::Other(NFNL_SUBSYS_CTNETLINK_EXP),
+                    message_type: message_type @ (IPCTNL_MSG_EXP_NEW | IPCTNL_MSG_EXP_DELETE),
+                    attributes,
+                },
+            ..
+        }) => Reply::Expect {
+            delete: message_type == IPCTNL_MSG_EXP_DELETE,
+            attrs: attributes,
+        },
         _ => Reply::Other,
     })
 }
@@ -896,6 +930,81 @@ pub(crate) fn errno_name(errno: i32) -> String {
 // ---------------------------------------------------------------------------------------------
 // Events
 
+/// One event of the kernel's expectation table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExpectEvent {
+    New(Expectation),
+    Destroy(Expectation),
+    /// The kernel dropped events (ENOBUFS).
+    Overrun,
+}
+
+/// Subscription to the expectation events (NFNLGRP_CONNTRACK_EXP_NEW/DESTROY) of the current
+/// network namespace.
+pub struct ExpectationStream {
+    sock: NlSocket,
+    pending: VecDeque<ExpectEvent>,
+    pub overruns: u64,
+    /// Events caused by the ignored origin, dropped (see [`EventStream::ignore_origin`]).
+    pub ignored: u64,
+    ignore_port: Option<u32>,
+}
+
+impl ExpectationStream {
+    pub fn open() -> Result<Self, KernelError> {
+        let sock = open_socket(
+            &[NFNLGRP_CONNTRACK_EXP_NEW, NFNLGRP_CONNTRACK_EXP_DESTROY],
+            EVENT_RCVBUF / 16,
+        )?;
+        Ok(ExpectationStream {
+            sock,
+            pending: VecDeque::new(),
+            overruns: 0,
+            ignored: 0,
+            ignore_port: None,
+        })
+    }
+
+    /// Drops events caused by requests of the socket with this port id.
+    pub fn ignore_origin(&mut self, port_id: u32) {
+        self.ignore_port = Some(port_id);
+    }
+
+    /// The next event (waits for one).
+    pub async fn next(&mut self) -> Result<ExpectEvent, KernelError> {
+        loop {
+            if let Some(ev) = self.pending.pop_front() {
+                return Ok(ev);
+            }
+            let received = self.sock.recv().await;
+            let n = match received {
+                Ok(n) => n,
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    self.overruns += 1;
+                    return Ok(ExpectEvent::Overrun);
+                }
+                Err(e) => return Err(KernelError::io("reading expectation events")(e)),
+            };
+            for msg in messages(&self.sock.buf[..n]) {
+                let hdr = NetlinkBuffer::new(msg);
+                if self.ignore_port.is_some() && self.ignore_port == Some(hdr.port_number()) {
+                    self.ignored += 1;
+                    continue;
+                }
+                let family = msg.get(16).copied().unwrap_or(0);
+                if let Ok(Reply::Expect { delete, attrs }) = parse_reply(msg) {
+                    let exp = expectation_from(family, &attrs);
+                    self.pending.push_back(if delete {
+                        ExpectEvent::Destroy(exp)
+                    } else {
+                        ExpectEvent::New(exp)
+                    });
+                }
+            }
+        }
+    }
+}
+
 /// Subscription to the conntrack events of the current network namespace. Open it BEFORE
 /// dumping, so that nothing falls between the dump and the first event.
 pub struct EventStream {
@@ -905,6 +1014,9 @@ pub struct EventStream {
     pub undecodable: u64,
     /// ENOBUFS seen (each also delivered as [`KernelEvent::Overrun`]).
     pub overruns: u64,
+    /// Events caused by the ignored origin (see [`EventStream::ignore_origin`]), dropped.
+    pub ignored: u64,
+    ignore_port: Option<u32>,
 }
 
 impl EventStream {
@@ -927,7 +1039,17 @@ impl EventStream {
             pending: VecDeque::new(),
             undecodable: 0,
             overruns: 0,
+            ignored: 0,
+            ignore_port: None,
         })
+    }
+
+    /// Drops events caused by requests of the socket with this port id (the kernel stamps an
+    /// event with the port of the ctnetlink request that caused it): give it
+    /// [`Conntrack::port_id`] of the socket that installs replicated entries, so that the
+    /// backup does not see its own installs and refreshes as local changes.
+    pub fn ignore_origin(&mut self, port_id: u32) {
+        self.ignore_port = Some(port_id);
     }
 
     /// The next event (waits for one).
@@ -978,6 +1100,12 @@ impl EventStream {
         };
         let datagram = &self.sock.buf[..n];
         for msg in messages(datagram) {
+            if self.ignore_port.is_some()
+                && self.ignore_port == Some(NetlinkBuffer::new(msg).port_number())
+            {
+                self.ignored += 1;
+                continue;
+            }
             match parse_reply(msg) {
                 Ok(Reply::Conntrack {
                     delete,
@@ -1005,6 +1133,7 @@ impl EventStream {
 /// Requests to the conntrack table of the current network namespace.
 pub struct Conntrack {
     inner: Mutex<Requests>,
+    port: u32,
 }
 
 struct Requests {
@@ -1104,9 +1233,15 @@ impl Requests {
 }
 
 impl Conntrack {
+    /// The netlink port id of this socket (see [`EventStream::ignore_origin`]).
+    pub fn port_id(&self) -> u32 {
+        self.port
+    }
+
     pub fn open() -> Result<Self, KernelError> {
         let sock = open_socket(&[], REQUEST_RCVBUF)?;
         Ok(Conntrack {
+            port: sock.port,
             inner: Mutex::new(Requests { sock, seq: 0 }),
         })
     }
@@ -1168,6 +1303,115 @@ impl Conntrack {
                     Err(_) => bad += 1,
                 }
             }
+        }
+    }
+
+    /// Every pending expectation of both families (e.g. an FTP data connection announced on
+    /// the control connection but not opened yet).
+    pub async fn dump_expectations(&self) -> Result<Vec<Expectation>, KernelError> {
+        let mut req = self.inner.lock().await;
+        let seq = req.next_seq();
+        let mut buf = Vec::new();
+        push_request(
+            &mut buf,
+            exp_message(IPCTNL_MSG_EXP_GET, vec![]),
+            None,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            seq,
+        );
+        req.sock.send(&buf).await?;
+        let mut out = Vec::new();
+        loop {
+            let n = req
+                .sock
+                .recv()
+                .await
+                .map_err(KernelError::io("reading the expectation dump"))?;
+            for msg in messages(&req.sock.buf[..n]) {
+                if NetlinkBuffer::new(msg).sequence_number() != seq {
+                    continue;
+                }
+                let family = msg.get(16).copied().unwrap_or(0);
+                match parse_reply(msg) {
+                    Ok(Reply::Expect { attrs, .. }) => out.push(expectation_from(family, &attrs)),
+                    Ok(Reply::Done { errno: 0 }) => return Ok(out),
+                    Ok(Reply::Done { errno }) | Ok(Reply::Ack { errno, .. }) if errno != 0 => {
+                        return Err(KernelError::Kernel {
+                            what: "dumping expectations",
+                            errno,
+                        });
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Creates expectations (their master entries must be installed first).
+    pub async fn install_expectations(
+        &self,
+        exps: &[Expectation],
+    ) -> Result<InstallReport, KernelError> {
+        let mut report = InstallReport::default();
+        let mut req = self.inner.lock().await;
+        req.batch(
+            exps.iter(),
+            |buf, e, flags, seq| {
+                let attrs = e.raw.iter().map(RawAttr::nla).collect();
+                push_request(
+                    buf,
+                    exp_message(IPCTNL_MSG_EXP_NEW, attrs),
+                    Some(e.family),
+                    flags | NLM_F_CREATE,
+                    seq,
+                )
+            },
+            |_| (),
+            |_, errno| match errno {
+                0 => report.created += 1,
+                e => report.fail(errno_name(e)),
+            },
+        )
+        .await?;
+        Ok(report)
+    }
+
+    /// Deletes these expectations (found by tuple and zone); returns how many existed.
+    pub async fn remove_expectations(&self, exps: &[Expectation]) -> Result<usize, KernelError> {
+        let mut req = self.inner.lock().await;
+        let mut removed = 0usize;
+        let mut failure = None;
+        req.batch(
+            exps.iter(),
+            |buf, e, flags, seq| {
+                let attrs = e
+                    .raw
+                    .iter()
+                    .filter(|a| matches!(a.type_id(), CTA_EXPECT_TUPLE | CTA_EXPECT_ZONE))
+                    .map(RawAttr::nla)
+                    .collect();
+                push_request(
+                    buf,
+                    exp_message(IPCTNL_MSG_EXP_DELETE, attrs),
+                    Some(e.family),
+                    flags,
+                    seq,
+                )
+            },
+            |_| (),
+            |_, errno| match errno {
+                0 => removed += 1,
+                libc::ENOENT => {}
+                e => failure = failure.or(Some(e)),
+            },
+        )
+        .await?;
+        match failure {
+            Some(errno) => Err(KernelError::Kernel {
+                what: "deleting expectations",
+                errno,
+            }),
+            None => Ok(removed),
         }
     }
 
@@ -1351,4 +1595,27 @@ pub fn encode_create_request(entry: &Entry) -> Vec<u8> {
         1,
     );
     out
+}
+
+fn exp_message(message_type: u8, attributes: Vec<DefaultNla>) -> NetfilterMessageInner {
+    NetfilterMessageInner::Other {
+        subsys: NetfilterSubsystem::Other(NFNL_SUBSYS_CTNETLINK_EXP),
+        message_type,
+        attributes,
+    }
+}
+
+fn expectation_from(family: u8, attrs: &[DefaultNla]) -> Expectation {
+    Expectation {
+        family: if family == libc::AF_INET6 as u8 {
+            Family::Ipv6
+        } else {
+            Family::Ipv4
+        },
+        raw: attrs
+            .iter()
+            .filter(|a| a.kind() & netlink_packet_core::NLA_TYPE_MASK != CTA_EXPECT_ID)
+            .map(|a| raw_of(RawPlace::Top, a))
+            .collect(),
+    }
 }
