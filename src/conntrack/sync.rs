@@ -39,6 +39,10 @@ pub trait SyncEntry: Clone + Debug {
     fn is_related(&self) -> bool;
     fn encode(&self, out: &mut Vec<u8>);
     fn decode(bytes: &[u8]) -> Result<Self, &'static str>;
+    /// Folds a newer, possibly partial view (an UPDATE event) into this one.
+    fn merge_update(&mut self, newer: &Self) {
+        *self = newer.clone();
+    }
 }
 
 /// This router's part in replication, following the sync group.
@@ -348,14 +352,24 @@ impl<E: SyncEntry> SyncCore<E> {
                 self.counters.overruns += 1;
                 self.resync_wanted = self.connected;
             }
-            LocalEvent::New(e) | LocalEvent::Update(e) => {
-                if !self.filter.passes(e.protocol(), e.addresses()) {
-                    self.counters.events_filtered += 1;
-                    return;
-                }
+            LocalEvent::New(e) | LocalEvent::Update(e)
+                if !self.filter.passes(e.protocol(), e.addresses()) =>
+            {
+                self.counters.events_filtered += 1;
+            }
+            LocalEvent::New(e) => {
                 // The flow exists (again): an older held delete must not overtake it.
                 self.held_index.remove(&e.key());
                 self.enqueue(e.key(), Pending::Upsert(e));
+            }
+            LocalEvent::Update(e) => {
+                self.held_index.remove(&e.key());
+                // An UPDATE carries only what changed: fold it into a queued full view.
+                if let Some(Pending::Upsert(queued)) = self.pending.get_mut(&e.key()) {
+                    queued.merge_update(&e);
+                } else {
+                    self.enqueue(e.key(), Pending::Upsert(e));
+                }
             }
             LocalEvent::Destroy(e) => {
                 if !self.filter.passes(e.protocol(), e.addresses()) {

@@ -53,6 +53,18 @@ impl SyncEntry for Fake {
             _ => unreachable!("tests use IPv4"),
         }
     }
+    /// Like UPDATE events: state 0 means "not carried".
+    fn merge_update(&mut self, newer: &Self) {
+        let state = if newer.state == 0 {
+            self.state
+        } else {
+            newer.state
+        };
+        *self = Fake {
+            state,
+            ..newer.clone()
+        };
+    }
     fn decode(b: &[u8]) -> Result<Self, &'static str> {
         if b.len() != 17 {
             return Err("length");
@@ -310,6 +322,37 @@ fn deletes_are_held_and_dropped_when_a_local_link_goes_down() {
     m.on_local_event(LocalEvent::Destroy(flow(40, 1)), t2);
     m.on_timer(t2 + hold);
     assert_eq!(drain(&mut m), vec![Record::Delete(flow(40, 1))]);
+}
+
+#[test]
+fn a_partial_update_is_folded_into_the_queued_full_view() {
+    let now = Instant::now();
+    let mut m = master(now);
+    m.take_resync_request();
+    m.on_local_event(LocalEvent::New(flow(1, 7)), now);
+    let partial = Fake {
+        state: 0,
+        timeout: 99,
+        ..flow(1, 0)
+    };
+    m.on_local_event(LocalEvent::Update(partial), now);
+    assert_eq!(
+        drain(&mut m),
+        vec![Record::Upsert(Fake {
+            timeout: 99,
+            ..flow(1, 7)
+        })]
+    );
+    // Nothing queued: the update goes as it is (the backup updates what it has).
+    m.on_local_event(LocalEvent::Update(partial_of(2)), now);
+    assert_eq!(drain(&mut m), vec![Record::Upsert(partial_of(2))]);
+}
+
+fn partial_of(port: u16) -> Fake {
+    Fake {
+        state: 0,
+        ..flow(port, 0)
+    }
 }
 
 #[test]

@@ -44,6 +44,9 @@ impl SyncEntry for Entry {
     fn decode(bytes: &[u8]) -> Result<Self, &'static str> {
         Entry::decode(bytes).map_err(|e| e.reason())
     }
+    fn merge_update(&mut self, newer: &Self) {
+        Entry::merge_update(self, newer)
+    }
 }
 
 /// Everything the task needs from the configuration and the daemon.
