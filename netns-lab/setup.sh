@@ -9,6 +9,7 @@ PACKAGES=(
     keepalived frr bird2                   # independent VRRP peers, BGP daemons
     tshark tcpdump                         # captures and VRRP dissection
     iputils-ping procps psmisc stress-ng   # ping, sysctl/pkill, killall, load
+    python3-minimal                        # conntrack lab test: junk sent to the sync port
 )
 MIN_RUST="1.85" # edition 2024
 

@@ -6,11 +6,13 @@
 //! - [`net`]: raw VRRP sockets, gratuitous ARP and unsolicited neighbour advertisements.
 //! - [`netlink`]: virtual addresses, links and link events over rtnetlink.
 //! - [`bgp`]: BGP AS-path prepends that follow a sync group's mastership (BIRD, FRR, exec).
+//! - [`conntrack`]: conntrack replication to the peer router.
 //! - [`control`]: the control socket protocol and the `show` renderings.
 //! - [`daemon`]: the driver that wires the core to the I/O.
 
 pub mod bgp;
 pub mod config;
+pub mod conntrack;
 pub mod control;
 pub mod daemon;
 pub mod net;

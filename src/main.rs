@@ -152,10 +152,11 @@ fn show(what: ShowWhat) -> ExitCode {
             serde_json::to_string_pretty(&status).unwrap_or_default()
         ),
         Response::Bgp(status) => print!("{}", render::bgp_table(&status)),
-        Response::Sync(value) => println!(
+        Response::Sync(value) if json => println!(
             "{}",
             serde_json::to_string_pretty(&value).unwrap_or_default()
         ),
+        Response::Sync(value) => print!("{}", render::sync_table(&value)),
         Response::Error(message) => {
             eprintln!("vrrpd: {message}");
             return ExitCode::from(1);

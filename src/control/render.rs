@@ -175,3 +175,55 @@ mod bgp_table_tests {
         assert!(t.contains("last error at           -\n"), "{t}");
     }
 }
+
+/// The `vrrpd show sync` table: one `key  value` line per field of the status object, errors by
+/// reason indented below.
+pub fn sync_table(status: &serde_json::Value) -> String {
+    let Some(map) = status.as_object() else {
+        return format!("{status}\n");
+    };
+    let width = map.keys().map(String::len).max().unwrap_or(0);
+    let mut out = String::new();
+    for (key, value) in map {
+        match value {
+            serde_json::Value::Object(inner) => {
+                let _ = writeln!(
+                    out,
+                    "{key:<width$}  {}",
+                    if inner.is_empty() { "none" } else { "" }
+                );
+                for (k, v) in inner {
+                    let _ = writeln!(out, "  {k:<w$}  {v}", w = width.saturating_sub(2));
+                }
+            }
+            serde_json::Value::String(s) => {
+                let _ = writeln!(out, "{key:<width$}  {s}");
+            }
+            serde_json::Value::Null => {
+                let _ = writeln!(out, "{key:<width$}  -");
+            }
+            other => {
+                let _ = writeln!(out, "{key:<width$}  {other}");
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod sync_table_tests {
+    #[test]
+    fn sync_table_has_one_line_per_key_and_the_errors_below() {
+        let v = serde_json::json!({
+            "peer": "10.76.9.2:3780",
+            "connected": true,
+            "last-full-sync": null,
+            "errors": {"channel-auth": 2},
+        });
+        let t = super::sync_table(&v);
+        assert!(t.contains("peer            10.76.9.2:3780\n"), "{t}");
+        assert!(t.contains("connected       true\n"), "{t}");
+        assert!(t.contains("last-full-sync  -\n"), "{t}");
+        assert!(t.contains("  channel-auth  2\n"), "{t}");
+    }
+}

@@ -2,6 +2,7 @@
 //! actions it returns, in order, with sockets and netlink.
 
 mod accept;
+mod conntrack;
 mod hooks;
 mod setup;
 mod status;
@@ -53,6 +54,8 @@ pub struct Daemon {
     /// The `[bgp]` worker: prepends follow its sync group's state.
     bgp: Option<crate::bgp::BgpWorker>,
     accept_filter: Option<accept::AcceptFilter>,
+    /// Conntrack replication, when `[conntrack-sync]` is configured.
+    sync: Option<conntrack::SyncRuntime>,
     /// Link state by interface name: own interfaces and tracked ones.
     links: std::collections::HashMap<String, bool>,
     /// Drops not attributable to a configured group, by reason.
@@ -85,12 +88,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .with_context(|| format!("daemon.metrics: binding {addr}"))?;
         spawn_metrics_server(listener, events_tx.clone());
     }
-    if config.conntrack_sync.is_some() {
-        tracing::warn!(
-            "[conntrack-sync] is configured but conntrack replication is not implemented in this version: no entries are replicated"
-        );
-    }
-
     let mut daemon = Daemon {
         engine: Engine::new(resolved.specs, resolved.sync_groups),
         netlink,
@@ -100,12 +97,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         hooks: Some(HookWorker::spawn()),
         bgp: config.bgp.as_ref().map(crate::bgp::BgpWorker::spawn),
         accept_filter: None,
+        sync: None,
         links: resolved.links,
         unattributed_drops: Default::default(),
         started_at: SystemTime::now(),
         config,
     };
     daemon.remove_stale_addresses().await;
+    let sync_group = daemon.config.conntrack_sync.as_ref().and_then(|cs| {
+        let sgs = daemon.engine.sync_groups();
+        sgs.iter().position(|sg| sg.name == cs.sync_group)
+    });
+    daemon.sync = conntrack::start(&daemon.config, &daemon.netlink, sync_group).await?;
+    // A starting router waits for its peer's table before it preempts (released by the task).
+    daemon.set_preempt_hold(daemon.sync.is_some());
     // RFC 5798 §6.4.3: without Accept_Mode a master that is not the owner drops traffic to the VIPs.
     let no_accept: Vec<ipnet::IpNet> = daemon
         .groups
@@ -139,6 +144,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 Event::Control { request, reply } => { let _ = reply.send(daemon.answer(&request)); }
             },
             Some(event) = link_events.recv() => daemon.handle_link_event(event).await,
+            Some(held) = conntrack::next_hold(&mut daemon.sync) => daemon.set_preempt_hold(held),
             _ = sleep_until(deadline), if deadline.is_some() => {
                 daemon.engine.handle_timeout(Instant::now());
             }
@@ -357,6 +363,11 @@ impl Daemon {
                 }
                 *known = info.up;
                 tracing::info!(link = %info.name, up = info.up, "link state changed");
+                if !info.up
+                    && let Some(sync) = &self.sync
+                {
+                    sync.handle.link_down();
+                }
             }
             LinkMonitorEvent::Deleted { name, .. } => {
                 let Some(known) = self.links.get_mut(&name) else {
@@ -364,6 +375,9 @@ impl Daemon {
                 };
                 *known = false;
                 tracing::warn!(link = %name, "link deleted");
+                if let Some(sync) = &self.sync {
+                    sync.handle.link_down();
+                }
             }
             LinkMonitorEvent::Resync => {
                 tracing::warn!("link monitor overran: re-reading every link");
@@ -401,8 +415,12 @@ impl Daemon {
                     g.last_transition = Some(SystemTime::now());
                     g.last_reason = Some(reason.to_string());
                 }
-                // Nothing to finish before the addresses move yet (conntrack sync will).
-                Action::BeforeMaster { .. } => {}
+                Action::BeforeMaster { target } => {
+                    // Conntrack entries already received are installed before the VIPs move.
+                    if let Some(sync) = self.sync.as_ref().filter(|s| s.concerns(target)) {
+                        sync.handle.before_master().await;
+                    }
+                }
                 Action::AddAddresses { group } => {
                     self.set_vmac_link(group, true).await;
                     self.set_addresses(group, true).await
@@ -418,6 +436,9 @@ impl Daemon {
                     state,
                     reason,
                 } => {
+                    if let Some(sync) = self.sync.as_ref().filter(|s| s.concerns(target)) {
+                        sync.handle.set_role(conntrack::role_of(state)).await;
+                    }
                     if self.bgp_follows(target) {
                         self.bgp_follow(state).await;
                     }
@@ -566,12 +587,21 @@ impl Daemon {
         }
     }
 
+    /// Replication asks to hold (or release) preemption until the peer's table has arrived.
+    fn set_preempt_hold(&mut self, held: bool) {
+        if let Some(sync) = &self.sync {
+            tracing::info!(held, "conntrack-sync: preempt hold");
+            self.engine.set_preempt_hold(sync.sync_group, held);
+        }
+    }
+
     fn answer(&self, request: &Request) -> Response {
         match request {
             Request::ShowGroups => Response::Groups(status::groups(self)),
-            Request::ShowSync => {
-                Response::Error("conntrack-sync is not running in this daemon".into())
-            }
+            Request::ShowSync => match &self.sync {
+                Some(sync) => Response::Sync(sync.handle.status()),
+                None => Response::Error("conntrack-sync is not configured in this daemon".into()),
+            },
             Request::ShowBgp => match &self.bgp {
                 Some(bgp) => Response::Bgp(Box::new(bgp.status())),
                 None => Response::Error("no [bgp] section is configured in this daemon".into()),
@@ -580,6 +610,10 @@ impl Daemon {
     }
 
     async fn shutdown(mut self) {
+        // Stop replicating first: our own VIP removal's fallout must not reach the peer.
+        if let Some(sync) = &self.sync {
+            sync.handle.shutdown().await;
+        }
         let now = Instant::now();
         self.engine.shutdown(now);
         self.execute_actions().await;

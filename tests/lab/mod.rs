@@ -30,7 +30,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
+
+pub mod conntrack;
 use serde_json::Value;
+
+pub mod netns;
 
 /// The routers of the lab.
 pub const ROUTERS: [&str; 2] = ["a", "b"];

@@ -1,0 +1,645 @@
+//! The replication logic, free of I/O: what the master sends, what the backup installs, bulk
+//! resync bookkeeping (mark and sweep), delete suppression and the preempt hold.
+//!
+//! The driver ([`super::task`]) feeds it kernel events, channel messages, role changes, link
+//! events and time, and carries out what it asks: records to send ([`SyncCore::poll_transmit`]),
+//! kernel operations to apply ([`SyncCore::take_ops`]), a table dump for a resync
+//! ([`SyncCore::take_resync_request`]) and the preempt hold ([`SyncCore::poll_preempt_hold`]).
+//!
+//! Roles follow the `[conntrack-sync]` sync group. MASTER sends; BACKUP and FAULT install what
+//! arrives at once (no commit step at takeover). Replicated entries are installed with a
+//! generous timeout (at least [`SyncConfig::replica_timeout_secs`]) because the master's kernel
+//! sends no event when a packet refreshes a flow's timer: an idle-looking UDP flow that lives on
+//! the master must not expire on the backup. After a takeover the kernel puts the protocol's own
+//! timeout back on the first packet of each flow; flows that ended on the master are removed by
+//! its Delete records, or by the sweep of the next resync.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::filter::Filter;
+use super::messages::Record;
+
+/// What the core needs to know about a conntrack entry (implemented by `entry::Entry`; tests use
+/// a small fake).
+pub trait SyncEntry: Clone + Debug {
+    type Key: Clone + Eq + Hash + Debug;
+    fn key(&self) -> Self::Key;
+    fn protocol(&self) -> u8;
+    /// Original source, original destination, reply source, reply destination.
+    fn addresses(&self) -> [IpAddr; 4];
+    fn timeout_secs(&self) -> Option<u32>;
+    fn set_timeout_secs(&mut self, secs: u32);
+    /// Created from an expectation: installed after the entries without a master.
+    fn is_related(&self) -> bool;
+    fn encode(&self, out: &mut Vec<u8>);
+    fn decode(bytes: &[u8]) -> Result<Self, &'static str>;
+    /// Folds a newer, possibly partial view (an UPDATE event) into this one.
+    fn merge_update(&mut self, newer: &Self) {
+        *self = newer.clone();
+    }
+}
+
+/// This router's part in replication, following the sync group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// BACKUP or FAULT (or not started yet): install what the master sends.
+    Backup,
+    /// Send our table and its changes.
+    Master,
+    /// Shutting down: neither send nor install.
+    Stopped,
+}
+
+/// A kernel event as the core sees it.
+#[derive(Debug, Clone)]
+pub enum LocalEvent<E> {
+    New(E),
+    Update(E),
+    Destroy(E),
+    /// The event socket overran (ENOBUFS): events were lost.
+    Overrun,
+}
+
+/// A kernel operation for the driver, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op<E: SyncEntry> {
+    Install(E),
+    Remove(E::Key),
+}
+
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// Flows queued for sending at most; beyond it the queue is dropped and a resync is sent.
+    pub queue_limit: usize,
+    /// Deletions wait this long before they are sent, so a local link-down that follows the
+    /// flush it caused can still suppress them.
+    pub delete_hold: Duration,
+    /// After a local link went down, deletions are not replicated for this long.
+    pub link_suppress: Duration,
+    /// Upper bound of the preempt hold while waiting for a full resync.
+    pub preempt_hold_timeout: Duration,
+    /// Replicated entries are installed with at least this timeout.
+    pub replica_timeout_secs: u32,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            queue_limit: 262_144,
+            delete_hold: Duration::from_millis(500),
+            link_suppress: Duration::from_secs(2),
+            preempt_hold_timeout: Duration::from_secs(10),
+            replica_timeout_secs: 3600,
+        }
+    }
+}
+
+/// Counters for `vrrpd show sync` (keys are kebab-case in JSON).
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SyncCounters {
+    /// Upsert and Delete records handed to the channel.
+    pub entries_sent: u64,
+    /// Upsert and Delete records received.
+    pub entries_received: u64,
+    /// Entries the kernel accepted (filled in by the driver).
+    pub entries_installed: u64,
+    /// Entries removed on the peer's word or by a resync sweep (filled in by the driver).
+    pub entries_removed: u64,
+    /// Events not replicated because of the filter.
+    pub events_filtered: u64,
+    /// Deletions not replicated because a local link went down or we left MASTER.
+    pub deletes_suppressed: u64,
+    pub resyncs_sent: u64,
+    pub resyncs_received: u64,
+    /// Kernel event overruns (ENOBUFS) and send-queue overflows, each followed by a resync.
+    pub overruns: u64,
+    /// Entries the last completed resync found wrong on this backup (missing or stale).
+    pub last_divergence: u64,
+    pub divergence_total: u64,
+    /// Input dropped, by reason.
+    pub errors: BTreeMap<String, u64>,
+}
+
+enum Pending<E> {
+    Upsert(E),
+    Delete(E),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Replica {
+    generation: u64,
+    /// Found in our own table, not installed from the peer: it may carry our old window-tracking
+    /// state (we forwarded it once), which an update would keep; it is replaced instead.
+    adopted: bool,
+}
+
+struct ResyncIn {
+    epoch: u64,
+    received: u64,
+    new_keys: u64,
+}
+
+pub struct SyncCore<E: SyncEntry> {
+    cfg: SyncConfig,
+    role: Role,
+    filter: Filter,
+    connected: bool,
+    // Sending side (MASTER).
+    order: VecDeque<E::Key>,
+    pending: HashMap<E::Key, Pending<E>>,
+    held_deletes: VecDeque<(Instant, E)>,
+    /// Key -> when its newest held delete was taken; an older queue entry is stale.
+    held_index: HashMap<E::Key, Instant>,
+    suppress_deletes_until: Option<Instant>,
+    resync_wanted: bool,
+    epoch: u64,
+    resync_out: VecDeque<Record<E>>,
+    /// Records sent in any role (resync requests).
+    control_out: VecDeque<Record<E>>,
+    // Receiving side (BACKUP).
+    /// Entries installed from the peer (or adopted from our table at BACKUP), with the resync
+    /// generation that last confirmed them.
+    replicated: HashMap<E::Key, Replica>,
+    generation: u64,
+    resync_in: Option<ResyncIn>,
+    ops: Vec<Op<E>>,
+    // Preempt hold.
+    hold_until: Option<Instant>,
+    hold_reported: Option<bool>,
+    last_full_sync: Option<Instant>,
+    counters: SyncCounters,
+}
+
+impl<E: SyncEntry> SyncCore<E> {
+    /// A router that starts holds preemption until a full resync arrived or the timeout ran out.
+    pub fn new(cfg: SyncConfig, filter: Filter, now: Instant) -> Self {
+        let hold_until = Some(now + cfg.preempt_hold_timeout);
+        SyncCore {
+            cfg,
+            role: Role::Backup,
+            filter,
+            connected: false,
+            order: VecDeque::new(),
+            pending: HashMap::new(),
+            held_deletes: VecDeque::new(),
+            held_index: HashMap::new(),
+            suppress_deletes_until: None,
+            resync_wanted: false,
+            epoch: 0,
+            resync_out: VecDeque::new(),
+            control_out: VecDeque::new(),
+            replicated: HashMap::new(),
+            generation: 0,
+            resync_in: None,
+            ops: Vec::new(),
+            hold_until,
+            hold_reported: None,
+            last_full_sync: None,
+            counters: SyncCounters::default(),
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    pub fn connected(&self) -> bool {
+        self.connected
+    }
+    pub fn counters(&self) -> &SyncCounters {
+        &self.counters
+    }
+    pub fn counters_mut(&mut self) -> &mut SyncCounters {
+        &mut self.counters
+    }
+    pub fn filter(&self) -> &Filter {
+        &self.filter
+    }
+    pub fn filter_mut(&mut self) -> &mut Filter {
+        &mut self.filter
+    }
+    /// Records waiting to be handed to the channel.
+    pub fn queue_depth(&self) -> usize {
+        self.order.len() + self.resync_out.len() + self.control_out.len()
+    }
+    pub fn replicated_entries(&self) -> usize {
+        self.replicated.len()
+    }
+    pub fn last_full_sync(&self) -> Option<Instant> {
+        self.last_full_sync
+    }
+    pub fn preempt_held(&self) -> bool {
+        self.hold_until.is_some()
+    }
+
+    fn count_error(&mut self, reason: &str) {
+        *self.counters.errors.entry(reason.to_string()).or_default() += 1;
+    }
+
+    /// The sync group moved. Before calling this with [`Role::Master`] the driver installs what
+    /// it already received (BeforeMaster).
+    pub fn set_role(&mut self, role: Role, _now: Instant) {
+        if role == self.role {
+            return;
+        }
+        let from = self.role;
+        self.role = role;
+        match role {
+            Role::Master => {
+                // Our table is now the reference; input from the old master is stale.
+                self.replicated.clear();
+                self.resync_in = None;
+                self.ops.clear();
+                self.hold_until = None;
+                self.resync_wanted = self.connected;
+            }
+            Role::Backup | Role::Stopped => {
+                // Leaving MASTER: nothing more is sent, in particular not the deletions our own
+                // address removal may cause.
+                let dropped = self.held_deletes.len() as u64;
+                if from == Role::Master {
+                    self.counters.deletes_suppressed += dropped;
+                }
+                self.clear_outgoing();
+                if from == Role::Master && role == Role::Backup {
+                    // The new master's first records may have reached us while we were still
+                    // MASTER and were dropped as stale: ask for its whole table.
+                    self.request_resync();
+                }
+            }
+        }
+    }
+
+    fn request_resync(&mut self) {
+        if self.connected {
+            self.control_out.push_back(Record::ResyncRequest);
+        }
+    }
+
+    fn clear_outgoing(&mut self) {
+        self.order.clear();
+        self.pending.clear();
+        self.held_deletes.clear();
+        self.held_index.clear();
+        self.resync_out.clear();
+        self.resync_wanted = false;
+    }
+
+    /// Entries found in our own table on becoming BACKUP: each is swept by the next resync
+    /// unless the master confirms it. Local flows (failing the filter) are never touched.
+    pub fn adopt(&mut self, entries: impl IntoIterator<Item = E>) {
+        if self.role != Role::Backup {
+            return;
+        }
+        // During a resync, adopted keys belong to the previous generation (swept unless refreshed).
+        let generation = if self.resync_in.is_some() {
+            self.generation.saturating_sub(1)
+        } else {
+            self.generation
+        };
+        for e in entries {
+            if self.filter.passes(e.protocol(), e.addresses()) {
+                self.replicated.entry(e.key()).or_insert(Replica {
+                    generation,
+                    adopted: true,
+                });
+            }
+        }
+    }
+
+    pub fn on_connected(&mut self, now: Instant) {
+        self.connected = true;
+        match self.role {
+            Role::Master => self.resync_wanted = true,
+            // The peer came back: hold preemption until its table has reached us.
+            Role::Backup => self.hold_until = Some(now + self.cfg.preempt_hold_timeout),
+            Role::Stopped => {}
+        }
+    }
+
+    pub fn on_disconnected(&mut self) {
+        self.connected = false;
+        self.resync_in = None;
+        self.control_out.clear();
+        if self.role == Role::Master {
+            // Lost with the connection; the peer gets a full resync when it is back.
+            self.clear_outgoing();
+        }
+    }
+
+    /// A local link went down: deletions now and for a while are its fallout, not the peer's
+    /// business.
+    pub fn on_link_down(&mut self, now: Instant) {
+        self.counters.deletes_suppressed += self.held_deletes.len() as u64;
+        self.held_deletes.clear();
+        self.held_index.clear();
+        self.suppress_deletes_until = Some(now + self.cfg.link_suppress);
+    }
+
+    pub fn on_local_event(&mut self, event: LocalEvent<E>, now: Instant) {
+        if self.role != Role::Master {
+            return;
+        }
+        match event {
+            LocalEvent::Overrun => {
+                self.counters.overruns += 1;
+                self.resync_wanted = self.connected;
+            }
+            LocalEvent::New(e) | LocalEvent::Update(e)
+                if !self.filter.passes(e.protocol(), e.addresses()) =>
+            {
+                self.counters.events_filtered += 1;
+            }
+            LocalEvent::New(e) => {
+                // The flow exists (again): an older held delete must not overtake it.
+                self.held_index.remove(&e.key());
+                self.enqueue(e.key(), Pending::Upsert(e));
+            }
+            LocalEvent::Update(e) => {
+                self.held_index.remove(&e.key());
+                // An UPDATE carries only what changed: fold it into a queued full view.
+                if let Some(Pending::Upsert(queued)) = self.pending.get_mut(&e.key()) {
+                    queued.merge_update(&e);
+                } else {
+                    self.enqueue(e.key(), Pending::Upsert(e));
+                }
+            }
+            LocalEvent::Destroy(e) => {
+                if !self.filter.passes(e.protocol(), e.addresses()) {
+                    self.counters.events_filtered += 1;
+                    return;
+                }
+                if self.suppress_deletes_until.is_some_and(|t| now < t) {
+                    self.counters.deletes_suppressed += 1;
+                    return;
+                }
+                self.held_index.insert(e.key(), now);
+                self.held_deletes.push_back((now, e));
+            }
+        }
+    }
+
+    fn enqueue(&mut self, key: E::Key, what: Pending<E>) {
+        if !self.connected {
+            return; // the peer gets everything in the resync when it connects
+        }
+        if let Some(slot) = self.pending.get_mut(&key) {
+            *slot = what; // latest state wins; the flow keeps its place in the queue
+            return;
+        }
+        if self.order.len() >= self.cfg.queue_limit {
+            // Bounded memory: forget the backlog and send the whole table instead.
+            self.counters.overruns += 1;
+            self.count_error("queue-overflow");
+            self.order.clear();
+            self.pending.clear();
+            self.resync_wanted = true;
+            return;
+        }
+        self.order.push_back(key.clone());
+        self.pending.insert(key, what);
+    }
+
+    /// Time passed: held deletions are released, the preempt hold may run out.
+    pub fn on_timer(&mut self, now: Instant) {
+        while let Some((at, _)) = self.held_deletes.front() {
+            if now < *at + self.cfg.delete_hold {
+                break;
+            }
+            let (at, e) = self.held_deletes.pop_front().expect("front exists");
+            let key = e.key();
+            if self.held_index.get(&key) == Some(&at) {
+                self.held_index.remove(&key);
+                self.enqueue(key, Pending::Delete(e));
+            }
+        }
+        if self.suppress_deletes_until.is_some_and(|t| now >= t) {
+            self.suppress_deletes_until = None;
+        }
+        if self.hold_until.is_some_and(|t| now >= t) {
+            tracing::warn!(
+                "no full conntrack resync from the peer in time: preemption allowed again"
+            );
+            self.hold_until = None;
+        }
+    }
+
+    /// When [`SyncCore::on_timer`] must be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let release = self
+            .held_deletes
+            .front()
+            .map(|(at, _)| *at + self.cfg.delete_hold);
+        [release, self.hold_until].into_iter().flatten().min()
+    }
+
+    /// `Some(held)` when the preempt hold changed since last asked.
+    pub fn poll_preempt_hold(&mut self) -> Option<bool> {
+        let held = self.preempt_held();
+        if self.hold_reported == Some(held) {
+            return None;
+        }
+        self.hold_reported = Some(held);
+        Some(held)
+    }
+
+    /// `Some(epoch)` when the driver must dump the table and pass it to [`SyncCore::begin_resync`].
+    pub fn take_resync_request(&mut self) -> Option<u64> {
+        if !(self.resync_wanted && self.connected && self.role == Role::Master) {
+            return None;
+        }
+        self.resync_wanted = false;
+        self.epoch += 1;
+        Some(self.epoch)
+    }
+
+    /// Queues a full table transfer. The dump supersedes every change queued before it; events
+    /// read after the dump follow it.
+    pub fn begin_resync(&mut self, epoch: u64, table: Vec<E>) {
+        if self.role != Role::Master || !self.connected {
+            return;
+        }
+        self.order.clear();
+        self.pending.clear();
+        self.resync_out.clear();
+        self.counters.resyncs_sent += 1;
+        self.resync_out.push_back(Record::ResyncBegin { epoch });
+        let mut count = 0;
+        // Masters before related entries, so the backup can attach expectations' children.
+        let (related, plain): (Vec<E>, Vec<E>) = table
+            .into_iter()
+            .filter(|e| self.filter.passes(e.protocol(), e.addresses()))
+            .partition(|e| e.is_related());
+        for e in plain.into_iter().chain(related) {
+            count += 1;
+            self.resync_out.push_back(Record::Upsert(e));
+        }
+        self.resync_out
+            .push_back(Record::ResyncEnd { epoch, count });
+    }
+
+    /// The next record for the channel.
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        if self.role == Role::Stopped {
+            return None;
+        }
+        if let Some(r) = self.control_out.pop_front() {
+            return Some(r.encode());
+        }
+        if self.role != Role::Master {
+            return None;
+        }
+        let record = if let Some(r) = self.resync_out.pop_front() {
+            r
+        } else {
+            let key = self.order.pop_front()?;
+            match self.pending.remove(&key)? {
+                Pending::Upsert(e) => Record::Upsert(e),
+                Pending::Delete(e) => Record::Delete(e),
+            }
+        };
+        if matches!(record, Record::Upsert(_) | Record::Delete(_)) {
+            self.counters.entries_sent += 1;
+        }
+        Some(record.encode())
+    }
+
+    /// A message from the peer.
+    pub fn on_message(&mut self, bytes: &[u8], now: Instant) {
+        let record = match Record::<E>::decode(bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!("dropped a sync record: {e}");
+                self.count_error(e.reason());
+                return;
+            }
+        };
+        if let Record::ResyncRequest = record {
+            if self.role == Role::Master {
+                self.resync_wanted = self.connected;
+            }
+            return;
+        }
+        if self.role != Role::Backup {
+            // MASTER: our table is the reference now; whatever the old master still says is stale.
+            self.count_error("stale-input");
+            return;
+        }
+        match record {
+            Record::Upsert(mut e) => {
+                self.counters.entries_received += 1;
+                if !self.filter.passes(e.protocol(), e.addresses()) {
+                    // Never let the peer overwrite our local flows (the sync link's own).
+                    self.count_error("filtered-input");
+                    return;
+                }
+                let timeout = e
+                    .timeout_secs()
+                    .unwrap_or(0)
+                    .max(self.cfg.replica_timeout_secs);
+                e.set_timeout_secs(timeout);
+                let key = e.key();
+                let previous = self.replicated.insert(
+                    key.clone(),
+                    Replica {
+                        generation: self.generation,
+                        adopted: false,
+                    },
+                );
+                if let Some(r) = &mut self.resync_in {
+                    r.received += 1;
+                    r.new_keys += u64::from(previous.is_none());
+                }
+                if previous.is_some_and(|p| p.adopted) {
+                    // Re-created, so the kernel picks the windows up from the next packets.
+                    self.ops.push(Op::Remove(key));
+                }
+                self.ops.push(Op::Install(e));
+            }
+            Record::Delete(e) => {
+                self.counters.entries_received += 1;
+                if !self.filter.passes(e.protocol(), e.addresses()) {
+                    self.count_error("filtered-input");
+                    return;
+                }
+                let key = e.key();
+                self.replicated.remove(&key);
+                self.ops.push(Op::Remove(key));
+            }
+            Record::ResyncBegin { epoch } => {
+                self.generation += 1;
+                self.resync_in = Some(ResyncIn {
+                    epoch,
+                    received: 0,
+                    new_keys: 0,
+                });
+            }
+            Record::ResyncEnd { epoch, count } => {
+                let Some(r) = self.resync_in.take() else {
+                    // E.g. its ResyncBegin reached us while we were still MASTER: a resync we
+                    // asked for follows.
+                    self.count_error("resync-end-without-begin");
+                    return;
+                };
+                if r.epoch != epoch || r.received != count {
+                    tracing::warn!(
+                        epoch,
+                        expected = count,
+                        received = r.received,
+                        "incomplete conntrack resync: nothing swept"
+                    );
+                    self.count_error("resync-incomplete");
+                    self.request_resync();
+                    return;
+                }
+                let current = self.generation;
+                let stale: Vec<E::Key> = self
+                    .replicated
+                    .iter()
+                    .filter(|(_, r)| r.generation < current)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in &stale {
+                    self.replicated.remove(k);
+                }
+                let divergence = stale.len() as u64 + r.new_keys;
+                self.ops.extend(stale.into_iter().map(Op::Remove));
+                self.counters.resyncs_received += 1;
+                self.counters.last_divergence = divergence;
+                self.counters.divergence_total += divergence;
+                if divergence > 0 {
+                    tracing::warn!(
+                        divergence,
+                        entries = count,
+                        "conntrack resync repaired entries this backup had wrong or missing"
+                    );
+                } else {
+                    tracing::info!(entries = count, "conntrack resync complete, no divergence");
+                }
+                self.last_full_sync = Some(now);
+                self.hold_until = None;
+            }
+            Record::ResyncRequest => {} // answered above
+        }
+    }
+
+    /// Kernel operations to apply, in order.
+    pub fn take_ops(&mut self) -> Vec<Op<E>> {
+        std::mem::take(&mut self.ops)
+    }
+
+    pub fn pending_ops(&self) -> usize {
+        self.ops.len()
+    }
+}
+
+#[cfg(test)]
+#[path = "sync_tests.rs"]
+mod tests;

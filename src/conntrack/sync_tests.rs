@@ -1,0 +1,464 @@
+//! The replication logic without I/O: a fake entry, two cores wired back to back.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::conntrack::filter::{Filter, PROTO_TCP, PROTO_UDP};
+use crate::conntrack::messages::Record;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fake {
+    port: u16,
+    protocol: u8,
+    src: IpAddr,
+    reply_dst: IpAddr,
+    state: u8,
+    timeout: u32,
+    related: bool,
+}
+
+impl SyncEntry for Fake {
+    type Key = (u8, u16);
+    fn key(&self) -> (u8, u16) {
+        (self.protocol, self.port)
+    }
+    fn protocol(&self) -> u8 {
+        self.protocol
+    }
+    fn addresses(&self) -> [IpAddr; 4] {
+        let server: IpAddr = "10.76.4.10".parse().unwrap();
+        [self.src, server, server, self.reply_dst]
+    }
+    fn timeout_secs(&self) -> Option<u32> {
+        Some(self.timeout)
+    }
+    fn set_timeout_secs(&mut self, secs: u32) {
+        self.timeout = secs;
+    }
+    fn is_related(&self) -> bool {
+        self.related
+    }
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.port.to_be_bytes());
+        out.push(self.protocol);
+        out.push(self.state);
+        out.extend_from_slice(&self.timeout.to_be_bytes());
+        out.push(u8::from(self.related));
+        match (self.src, self.reply_dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                out.extend_from_slice(&s.octets());
+                out.extend_from_slice(&d.octets());
+            }
+            _ => unreachable!("tests use IPv4"),
+        }
+    }
+    /// Like UPDATE events: state 0 means "not carried".
+    fn merge_update(&mut self, newer: &Self) {
+        let state = if newer.state == 0 {
+            self.state
+        } else {
+            newer.state
+        };
+        *self = Fake {
+            state,
+            ..newer.clone()
+        };
+    }
+    fn decode(b: &[u8]) -> Result<Self, &'static str> {
+        if b.len() != 17 {
+            return Err("length");
+        }
+        let v4 = |o: usize| IpAddr::from([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+        Ok(Fake {
+            port: u16::from_be_bytes([b[0], b[1]]),
+            protocol: b[2],
+            state: b[3],
+            timeout: u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
+            related: b[8] != 0,
+            src: v4(9),
+            reply_dst: v4(13),
+        })
+    }
+}
+
+fn flow(port: u16, state: u8) -> Fake {
+    Fake {
+        port,
+        protocol: PROTO_TCP,
+        src: "10.76.2.10".parse().unwrap(),
+        reply_dst: "10.76.4.1".parse().unwrap(), // SNAT to the WAN VIP
+        state,
+        timeout: 120,
+        related: false,
+    }
+}
+
+/// A flow of the router itself (e.g. the sync connection).
+fn local_flow(port: u16) -> Fake {
+    Fake {
+        src: "10.76.9.1".parse().unwrap(),
+        reply_dst: "10.76.9.1".parse().unwrap(),
+        ..flow(port, 1)
+    }
+}
+
+fn filter() -> Filter {
+    Filter::new(
+        ["10.76.9.1".parse().unwrap(), "10.76.2.2".parse().unwrap()],
+        vec!["10.76.9.0/30".parse().unwrap()],
+    )
+}
+
+fn core(now: Instant) -> SyncCore<Fake> {
+    SyncCore::new(SyncConfig::default(), filter(), now)
+}
+
+fn master(now: Instant) -> SyncCore<Fake> {
+    let mut c = core(now);
+    c.on_connected(now);
+    c.set_role(Role::Master, now);
+    c
+}
+
+fn drain(c: &mut SyncCore<Fake>) -> Vec<Record<Fake>> {
+    std::iter::from_fn(|| c.poll_transmit())
+        .map(|b| Record::decode(&b).unwrap())
+        .collect()
+}
+
+/// Master -> backup: everything the master has queued.
+fn pump(m: &mut SyncCore<Fake>, b: &mut SyncCore<Fake>, now: Instant) {
+    if let Some(epoch) = m.take_resync_request() {
+        panic!("unexpected resync request {epoch}");
+    }
+    while let Some(bytes) = m.poll_transmit() {
+        b.on_message(&bytes, now);
+    }
+}
+
+#[test]
+fn records_round_trip_and_bad_input_is_rejected_with_a_reason() {
+    let recs = [
+        Record::Upsert(flow(1, 2)),
+        Record::Delete(flow(1, 2)),
+        Record::ResyncBegin { epoch: 7 },
+        Record::ResyncEnd { epoch: 7, count: 3 },
+        Record::ResyncRequest,
+    ];
+    for r in recs {
+        let bytes = r.encode();
+        assert_eq!(Record::decode(&bytes), Ok(r.clone()));
+        for cut in 0..bytes.len() {
+            assert!(
+                Record::<Fake>::decode(&bytes[..cut]).is_err(),
+                "{r:?} cut at {cut}"
+            );
+        }
+    }
+    assert_eq!(
+        Record::<Fake>::decode(&[9, 1]).unwrap_err().reason(),
+        "record-version"
+    );
+    assert_eq!(
+        Record::<Fake>::decode(&[1, 99]).unwrap_err().reason(),
+        "record-kind"
+    );
+    let mut long = Record::<Fake>::ResyncBegin { epoch: 1 }.encode();
+    long.push(0);
+    assert_eq!(
+        Record::<Fake>::decode(&long).unwrap_err().reason(),
+        "record-trailing"
+    );
+}
+
+#[test]
+fn master_on_connect_sends_a_full_resync_and_coalesces_changes_per_flow() {
+    let now = Instant::now();
+    let mut m = master(now);
+    let epoch = m.take_resync_request().expect("a resync on connect");
+    m.begin_resync(epoch, vec![flow(1, 1), local_flow(2), flow(3, 1)]);
+    // Events read after the dump: flow 1 changes twice, then flow 4 appears.
+    m.on_local_event(LocalEvent::Update(flow(1, 2)), now);
+    m.on_local_event(LocalEvent::Update(flow(1, 3)), now);
+    m.on_local_event(LocalEvent::New(flow(4, 1)), now);
+    m.on_local_event(LocalEvent::New(local_flow(5)), now);
+    let recs = drain(&mut m);
+    assert_eq!(
+        recs,
+        vec![
+            Record::ResyncBegin { epoch },
+            Record::Upsert(flow(1, 1)),
+            Record::Upsert(flow(3, 1)),
+            Record::ResyncEnd { epoch, count: 2 },
+            Record::Upsert(flow(1, 3)), // latest state wins
+            Record::Upsert(flow(4, 1)),
+        ]
+    );
+    assert_eq!(m.counters().events_filtered, 1);
+}
+
+#[test]
+fn backup_installs_at_once_with_a_generous_timeout_and_never_from_local_flows() {
+    let now = Instant::now();
+    let mut m = master(now);
+    let mut b = core(now);
+    m.take_resync_request();
+    m.on_local_event(LocalEvent::New(flow(1, 1)), now);
+    pump(&mut m, &mut b, now);
+    let ops = b.take_ops();
+    assert_eq!(ops.len(), 1);
+    let Op::Install(e) = &ops[0] else {
+        panic!("{ops:?}")
+    };
+    assert_eq!(e.timeout, SyncConfig::default().replica_timeout_secs);
+    // A forged record for a local flow of ours is refused.
+    b.on_message(&Record::Upsert(local_flow(9)).encode(), now);
+    assert!(b.take_ops().is_empty());
+    assert_eq!(b.counters().errors["filtered-input"], 1);
+    b.on_message(b"\x01", now);
+    b.on_message(b"garbage", now);
+    assert_eq!(b.counters().errors["record-truncated"], 1);
+    assert_eq!(b.counters().errors["record-version"], 1);
+}
+
+#[test]
+fn resync_sweeps_only_stale_replicated_entries_and_reports_divergence() {
+    let now = Instant::now();
+    let mut b = core(now);
+    // Leftovers in our own table when we became BACKUP: one forwarded flow, one local flow.
+    b.adopt([flow(50, 1), flow(52, 1), local_flow(51)]);
+    b.on_message(&Record::Upsert(flow(1, 1)).encode(), now);
+    b.on_message(&Record::Upsert(flow(2, 1)).encode(), now);
+    b.take_ops();
+    // The master's table now holds flows 1, 3 and 52: 2 and 50 are stale, 3 was missing.
+    for r in [
+        Record::ResyncBegin { epoch: 1 },
+        Record::Upsert(flow(1, 2)),
+        Record::Upsert(flow(3, 1)),
+        Record::Upsert(flow(52, 2)),
+        Record::ResyncEnd { epoch: 1, count: 3 },
+    ] {
+        b.on_message(&r.encode(), now);
+    }
+    let installed = |p| {
+        Op::Install(Fake {
+            timeout: 3600,
+            ..flow(p, 2)
+        })
+    };
+    let ops = b.take_ops();
+    assert_eq!(
+        ops[..4],
+        [
+            installed(1), // installed from the peer before: updated in place
+            Op::Install(Fake {
+                timeout: 3600,
+                ..flow(3, 1)
+            }),
+            Op::Remove((PROTO_TCP, 52)), // adopted from our own table: re-created
+            installed(52),
+        ][..],
+    );
+    let mut removed: Vec<(u8, u16)> = ops[4..]
+        .iter()
+        .filter_map(|op| match op {
+            Op::Remove(k) => Some(*k),
+            Op::Install(_) => None,
+        })
+        .collect();
+    removed.sort();
+    assert_eq!(
+        removed,
+        vec![(PROTO_TCP, 2), (PROTO_TCP, 50)],
+        "the local flow 51 is kept"
+    );
+    assert_eq!(b.counters().last_divergence, 3);
+    assert!(b.last_full_sync().is_some());
+}
+
+#[test]
+fn an_incomplete_resync_sweeps_nothing() {
+    let now = Instant::now();
+    let mut b = core(now);
+    b.on_message(&Record::Upsert(flow(1, 1)).encode(), now);
+    for r in [
+        Record::<Fake>::ResyncBegin { epoch: 4 },
+        Record::ResyncEnd { epoch: 4, count: 5 },
+    ] {
+        b.on_message(&r.encode(), now);
+    }
+    assert!(!b.take_ops().iter().any(|op| matches!(op, Op::Remove(_))));
+    assert_eq!(b.counters().errors["resync-incomplete"], 1);
+}
+
+#[test]
+fn deletes_are_held_and_dropped_when_a_local_link_goes_down() {
+    let t0 = Instant::now();
+    let hold = SyncConfig::default().delete_hold;
+    let mut m = master(t0);
+    m.take_resync_request();
+    m.on_local_event(LocalEvent::Destroy(flow(1, 1)), t0);
+    assert!(drain(&mut m).is_empty(), "held");
+    m.on_timer(t0 + hold);
+    assert_eq!(drain(&mut m), vec![Record::Delete(flow(1, 1))]);
+
+    // A flush followed by the link-down that caused it: nothing goes out.
+    let t1 = t0 + Duration::from_secs(5);
+    for p in 10..20 {
+        m.on_local_event(LocalEvent::Destroy(flow(p, 1)), t1);
+    }
+    m.on_link_down(t1 + Duration::from_millis(50));
+    m.on_local_event(
+        LocalEvent::Destroy(flow(30, 1)),
+        t1 + Duration::from_millis(60),
+    );
+    m.on_timer(t1 + hold * 4);
+    assert!(drain(&mut m).is_empty());
+    assert_eq!(m.counters().deletes_suppressed, 11);
+    // Later deletions are replicated again.
+    let t2 = t1 + Duration::from_secs(10);
+    m.on_timer(t2);
+    m.on_local_event(LocalEvent::Destroy(flow(40, 1)), t2);
+    m.on_timer(t2 + hold);
+    assert_eq!(drain(&mut m), vec![Record::Delete(flow(40, 1))]);
+}
+
+#[test]
+fn a_partial_update_is_folded_into_the_queued_full_view() {
+    let now = Instant::now();
+    let mut m = master(now);
+    m.take_resync_request();
+    m.on_local_event(LocalEvent::New(flow(1, 7)), now);
+    let partial = Fake {
+        state: 0,
+        timeout: 99,
+        ..flow(1, 0)
+    };
+    m.on_local_event(LocalEvent::Update(partial), now);
+    assert_eq!(
+        drain(&mut m),
+        vec![Record::Upsert(Fake {
+            timeout: 99,
+            ..flow(1, 7)
+        })]
+    );
+    // Nothing queued: the update goes as it is (the backup updates what it has).
+    m.on_local_event(LocalEvent::Update(partial_of(2)), now);
+    assert_eq!(drain(&mut m), vec![Record::Upsert(partial_of(2))]);
+}
+
+fn partial_of(port: u16) -> Fake {
+    Fake {
+        state: 0,
+        ..flow(port, 0)
+    }
+}
+
+#[test]
+fn a_recreated_flow_is_not_overtaken_by_its_held_delete() {
+    let t0 = Instant::now();
+    let mut m = master(t0);
+    m.take_resync_request();
+    m.on_local_event(LocalEvent::Destroy(flow(1, 1)), t0);
+    m.on_local_event(LocalEvent::New(flow(1, 5)), t0 + Duration::from_millis(10));
+    m.on_timer(t0 + Duration::from_secs(3));
+    assert_eq!(drain(&mut m), vec![Record::Upsert(flow(1, 5))]);
+}
+
+#[test]
+fn leaving_master_sends_nothing_more() {
+    let now = Instant::now();
+    let mut m = master(now);
+    m.take_resync_request();
+    m.on_local_event(LocalEvent::New(flow(1, 1)), now);
+    m.on_local_event(LocalEvent::Destroy(flow(2, 1)), now);
+    m.set_role(Role::Backup, now);
+    m.on_local_event(LocalEvent::Destroy(flow(3, 1)), now);
+    m.on_timer(now + Duration::from_secs(5));
+    // Only a request for the new master's table goes out.
+    assert_eq!(drain(&mut m), vec![Record::ResyncRequest]);
+    assert_eq!(m.counters().deletes_suppressed, 1);
+}
+
+#[test]
+fn a_resync_request_is_answered_with_the_whole_table() {
+    let now = Instant::now();
+    let mut m = master(now);
+    m.take_resync_request();
+    assert!(m.take_resync_request().is_none());
+    m.on_message(&Record::<Fake>::ResyncRequest.encode(), now);
+    assert!(m.take_resync_request().is_some());
+    // A backup ignores it.
+    let mut b = core(now);
+    b.on_connected(now);
+    b.on_message(&Record::<Fake>::ResyncRequest.encode(), now);
+    assert!(b.take_resync_request().is_none());
+    assert!(b.counters().errors.is_empty());
+}
+
+#[test]
+fn a_new_master_ignores_stale_input_and_resyncs_its_peer() {
+    let now = Instant::now();
+    let mut b = core(now);
+    b.on_connected(now);
+    b.on_message(&Record::Upsert(flow(1, 1)).encode(), now);
+    b.take_ops();
+    b.set_role(Role::Master, now);
+    b.on_message(&Record::Upsert(flow(2, 1)).encode(), now);
+    assert!(b.take_ops().is_empty());
+    assert_eq!(b.counters().errors["stale-input"], 1);
+    assert!(b.take_resync_request().is_some());
+}
+
+#[test]
+fn the_queue_is_bounded_and_an_overflow_turns_into_a_resync() {
+    let now = Instant::now();
+    let cfg = SyncConfig {
+        queue_limit: 10,
+        ..SyncConfig::default()
+    };
+    let mut m = SyncCore::<Fake>::new(cfg, filter(), now);
+    m.on_connected(now);
+    m.set_role(Role::Master, now);
+    m.take_resync_request();
+    for p in 0..100 {
+        m.on_local_event(LocalEvent::New(flow(p, 1)), now);
+        assert!(m.queue_depth() <= 10);
+    }
+    assert!(m.counters().overruns >= 1);
+    assert!(
+        m.take_resync_request().is_some(),
+        "the backlog becomes a resync"
+    );
+    // An overrun of the kernel's event socket too.
+    m.on_local_event(LocalEvent::Overrun, now);
+    assert!(m.take_resync_request().is_some());
+}
+
+#[test]
+fn preempt_is_held_until_a_full_resync_or_the_timeout() {
+    let t0 = Instant::now();
+    let mut b = core(t0);
+    assert_eq!(b.poll_preempt_hold(), Some(true));
+    assert_eq!(b.poll_preempt_hold(), None);
+    for r in [
+        Record::ResyncBegin { epoch: 1 },
+        Record::Upsert(flow(1, 1)),
+        Record::ResyncEnd { epoch: 1, count: 1 },
+    ] {
+        b.on_message(&r.encode(), t0);
+    }
+    assert_eq!(b.poll_preempt_hold(), Some(false));
+
+    // The peer reconnects but never sends a resync: released by the timeout.
+    let t1 = t0 + Duration::from_secs(1);
+    b.on_connected(t1);
+    assert_eq!(b.poll_preempt_hold(), Some(true));
+    b.on_timer(t1 + Duration::from_secs(9));
+    assert_eq!(b.poll_preempt_hold(), None);
+    let deadline = b.poll_timeout().expect("a deadline for the hold");
+    b.on_timer(deadline);
+    assert_eq!(b.poll_preempt_hold(), Some(false));
+    let _ = PROTO_UDP;
+}
