@@ -191,22 +191,23 @@ addresses_of() { awk '{ sub("/.*", "", $4); print $4 }'; }
 
 now() { date +%s.%N; }
 
-# CPU time (utime + stime) of a set of PIDs, in clock ticks.
+# CPU time of a set of PIDs in clock ticks: "utime+stime utime".
 cpu_ticks() {
-    local pid total=0
+    local pid total=0 user=0 t u
     for pid in "$@"; do
         [[ -r "/proc/$pid/stat" ]] || continue
         # Fields after the ")" of the command name: utime and stime are the 12th and 13th.
-        total=$((total + $(sed 's/.*) //' "/proc/$pid/stat" | awk '{ print $12 + $13 }')))
+        read -r t u < <(sed 's/.*) //' "/proc/$pid/stat" | awk '{ print $12 + $13, $12 }')
+        total=$((total + t)) user=$((user + u))
     done
-    echo "$total"
+    echo "$total $user"
 }
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 threads() { awk '/^Threads:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 
 median() { # numbers on stdin
     sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) { print "n/a"; exit }
-        if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+        if (NR % 2) printf "%.1f\n", v[(NR + 1) / 2]; else printf "%.1f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0 || a == "n/a" || b == "n/a") print "n/a"; else printf "%.2f", a / b }'; }
 
@@ -241,24 +242,24 @@ failover_once() { # DAEMON PREFIX INTERVAL
     sleep "$(awk -v ms="$(interval_ms "$interval")" 'BEGIN { printf "%.2f", 0.5 + 3 * ms / 1000 }')"
     ip netns exec "$p-client" ping -n -q -c 3 -i 0.05 -W 1 10.76.4.10 >/dev/null 2>&1 || ok=0
     if ((ok)); then
-        ip netns exec "$p-client" ping -n -D -i 0.002 -W 1 10.76.4.10 >"$WORK/ping.log" 2>&1 &
+        # UDP probes every 1 ms to the server's echo, for 0.5 s before the cut and twice
+        # Master_Down_Interval plus a second after it.
+        ip netns exec "$p-client" chrt -r 20 "$PROBE_BIN" send 10.76.4.10:7 1000 \
+            "$(awk -v ms="$(interval_ms "$interval")" 'BEGIN { printf "%.2f", 1.5 + 8 * ms / 1000 }')" \
+            >"$WORK/probe.out" 2>&1 &
         ping_pid=$!
         sleep 0.5
         t_cut="$(now)"
         "$LAB" cut "$p" a all
         wait_for 30 b_holds_all "$p" "${vips[@]}" || ok=0
-        sleep 0.5
-        kill -INT "$ping_pid" 2>/dev/null || true
-        wait "$ping_pid" 2>/dev/null || true
+        wait "$ping_pid" 2>/dev/null || ok=0
     fi
     stop_daemon "$pa"
     stop_daemon "$pb"
     "$LAB" restore "$p" a all
     if ((ok)); then
-        # The longest gap between two consecutive replies that ends after the cut.
-        awk -v cut="$t_cut" '/bytes from/ { t = substr($1, 2, length($1) - 2) + 0
-            if (last && t > cut && t - last > gap) gap = t - last; last = t }
-            END { printf "%.1f\n", gap * 1000 }' "$WORK/ping.log"
+        # The longest gap between two echoes, if it ended after the cut.
+        awk -v cut="$t_cut" '{ if ($2 > cut) print $1; else print "n/a" }' "$WORK/probe.out"
     else
         echo "n/a"
     fi
@@ -267,11 +268,15 @@ failover_once() { # DAEMON PREFIX INTERVAL
 bench_failover() {
     local p interval ms run daemon out
     p="$(lab_up f)"
+    ip netns exec "$p-server" chrt -r 20 "$PROBE_BIN" echo 7 >/dev/null 2>&1 &
+    echo $! >>"$WORK/pids"
     echo
     echo "### Failover: outage after router loss (median of $RUNS runs)"
     echo
-    echo "Client pings the server through the VIPs every 2 ms; router a (priority 200) is cut off at"
-    echo "the bridge; outage = longest gap between replies. b has priority 100. Start: $(load_note)."
+    echo "The client sends a UDP probe to the server through the VIPs every 1 ms (examples/probe.rs, which
+the server echoes; ping sends in ~10 ms steps once replies stop; both ends run SCHED_RR so the
+instrument is not what is late on a loaded machine); router a (priority 200) is cut off at"
+    echo "the bridge; outage = longest gap between echoes. b has priority 100. Start: $(load_note)."
     echo
     echo "| interval | Master_Down_Interval | floor (MDI - interval .. MDI) | vrrpd | ${DAEMONS[1]} | vrrpd / MDI | vrrpd / ${DAEMONS[1]} | vrrpd runs | ${DAEMONS[1]} runs |"
     echo "|---|---|---|---|---|---|---|---|---|"
@@ -356,11 +361,17 @@ scale_case() { # GROUPS INTERVAL
     pv="$(lab_up "c$n")"
     pk="$(lab_up "k$n")"
     declare -A lab_of=([vrrpd]="$pv" [${DAEMONS[1]}]="$pk") pid_of
+    # a first, b once a is MASTER of everything: started together, 200 keepalived groups can
+    # fight for a long time on a loaded machine, and this measures the steady state.
     for daemon in "${DAEMONS[@]}"; do
-        p="${lab_of[$daemon]}"
-        pid_of[${daemon}a]="$(groups_scale "$n" | start_daemon "$daemon" "$p" a 200 "$interval" 0)"
-        pid_of[${daemon}b]="$(groups_scale "$n" | start_daemon "$daemon" "$p" b 100 "$interval" 0)"
+        pid_of[${daemon}a]="$(groups_scale "$n" | start_daemon "$daemon" "${lab_of[$daemon]}" a 200 "$interval" 0)"
     done
+    for daemon in "${DAEMONS[@]}"; do
+        wait_for 60 a_is_master "${lab_of[$daemon]}" "${vips[@]}" \
+            || log "scale: $daemon on a did not become MASTER of $n groups"
+        pid_of[${daemon}b]="$(groups_scale "$n" | start_daemon "$daemon" "${lab_of[$daemon]}" b 100 "$interval" 0)"
+    done
+    sleep 3
     for daemon in "${DAEMONS[@]}"; do
         wait_for 60 a_is_master "${lab_of[$daemon]}" "${vips[@]}" \
             || log "scale: $daemon did not converge on $n groups"
@@ -385,15 +396,18 @@ scale_case() { # GROUPS INTERVAL
             local t1
             # shellcheck disable=SC2046
             t1="$(cpu_ticks $(pid_tree "${pid_of[$daemon$r]}"))"
-            awk -v d="$((t1 - t0[$daemon$r]))" -v hz="$(getconf CLK_TCK)" -v w="$(awk -v a="$w0" -v b="$w1" 'BEGIN { print b - a }')" \
-                'BEGIN { printf "%.1f\n", d * 1000 / hz / w }' >>"$WORK/scale-$n-$daemon$r"
+            # "total user" in ms per second of wall time.
+            awk -v a="${t0[$daemon$r]}" -v b="$t1" -v hz="$(getconf CLK_TCK)" -v w="$(awk -v a="$w0" -v b="$w1" 'BEGIN { print b - a }')" \
+                'BEGIN { split(a, x, " "); split(b, y, " ")
+                    printf "%.1f %.1f\n", (y[1] - x[1]) * 1000 / hz / w, (y[2] - x[2]) * 1000 / hz / w }' \
+                >>"$WORK/scale-$n-$daemon$r"
         done; done
-        log "scale $n@$interval window $run: $(for d in "${DAEMONS[@]}"; do for r in a b; do printf '%s%s=%s ' "$d" "$r" "$(tail -1 "$WORK/scale-$n-$d$r")"; done; done)"
+        log "scale $n@$interval window $run: $(for d in "${DAEMONS[@]}"; do for r in a b; do printf '%s%s=%s ' "$d" "$r" "$(tail -1 "$WORK/scale-$n-$d$r" | cut -d' ' -f1)"; done; done)"
     done
     local still
     for daemon in "${DAEMONS[@]}"; do
         for r in a b; do
-            local pids rss_main rss_all nlwp cpu
+            local pids rss_main rss_all nlwp cpu user
             pids="$(pid_tree "${pid_of[$daemon$r]}")"
             rss_main=0 rss_all=0 nlwp=0
             for pid in $pids; do
@@ -403,9 +417,10 @@ scale_case() { # GROUPS INTERVAL
                 ((k > rss_main)) && rss_main=$k
                 nlwp=$((nlwp + $(threads "$pid")))
             done
-            cpu="$(median <"$WORK/scale-$n-$daemon$r")"
+            cpu="$(cut -d' ' -f1 "$WORK/scale-$n-$daemon$r" | median)"
+            user="$(cut -d' ' -f2 "$WORK/scale-$n-$daemon$r" | median)"
             local flaps=$(($("${daemon}_transitions" "${lab_of[$daemon]}" "$r") - tr0[$daemon$r]))
-            echo "$daemon $r $cpu $rss_main $rss_all $(wc -w <<<"$pids") $nlwp $flaps" >>"$WORK/scale-$n-summary"
+            echo "$daemon $r $cpu $rss_main $rss_all $(wc -w <<<"$pids") $nlwp $flaps $user" >>"$WORK/scale-$n-summary"
         done
         still=no
         a_is_master "${lab_of[$daemon]}" "${vips[@]}" && still=yes
@@ -423,7 +438,9 @@ bench_scale() {
     echo "Groups spread over eth1, eth2 and eth3 (VRIDs 1..N/3 on each), one /32 VIP each, no sync"
     echo "group; a has priority 200 (MASTER of all), b 100. Both pairs ran at the same time, each in"
     echo "its own lab. CPU = utime + stime of the daemon's processes (keepalived: parent + VRRP"
-    echo "child) per second of wall time. RSS: largest process / all processes. Start: $(load_note)."
+    echo "child) per second of wall time, of which user space in brackets; the rest is the kernel's"
+    echo "sending and receiving of the adverts (for a sender, including their delivery to the bridge)."
+    echo "Ticks are 10 ms: +-1 ms/s per 10 s window. RSS: largest process / all processes. Start: $(load_note)."
     echo
     echo "| groups @ interval | router | vrrpd CPU ms/s | ${DAEMONS[1]} CPU ms/s | CPU ratio | vrrpd RSS | ${DAEMONS[1]} RSS | vrrpd procs/threads | ${DAEMONS[1]} procs/threads | transitions while measured (vrrpd / ${DAEMONS[1]}) |"
     echo "|---|---|---|---|---|---|---|---|---|---|"
@@ -434,11 +451,11 @@ bench_scale() {
         scale_case "$n" "$interval"
         for r in a b; do
             local v k
-            read -r _ _ vc vr va vp vt vf < <(grep "^vrrpd $r " "$WORK/scale-$n-summary")
-            read -r _ _ kc kr ka kp kt kf < <(grep "^${DAEMONS[1]} $r " "$WORK/scale-$n-summary")
+            read -r _ _ vc vr va vp vt vf vu < <(grep "^vrrpd $r " "$WORK/scale-$n-summary")
+            read -r _ _ kc kr ka kp kt kf ku < <(grep "^${DAEMONS[1]} $r " "$WORK/scale-$n-summary")
             local role=master
             [[ $r == b ]] && role=backup
-            echo "| $n @ $interval | $r ($role) | $vc | $kc | $(ratio "$vc" "$kc") | $((vr / 1024)).$(((vr % 1024) * 10 / 1024)) MB / $((va / 1024)).$(((va % 1024) * 10 / 1024)) MB | $((kr / 1024)).$(((kr % 1024) * 10 / 1024)) MB / $((ka / 1024)).$(((ka % 1024) * 10 / 1024)) MB | $vp/$vt | $kp/$kt | $vf / $kf |"
+            echo "| $n @ $interval | $r ($role) | $vc (user $vu) | $kc (user $ku) | $(ratio "$vc" "$kc") | $((vr / 1024)).$(((vr % 1024) * 10 / 1024)) MB / $((va / 1024)).$(((va % 1024) * 10 / 1024)) MB | $((kr / 1024)).$(((kr % 1024) * 10 / 1024)) MB / $((ka / 1024)).$(((ka % 1024) * 10 / 1024)) MB | $vp/$vt | $kp/$kt | $vf / $kf |"
         done
         echo "| $n @ $interval | a MASTER of all at the end | $(awk '$1 == "vrrpd" { print $2 }' "$WORK/scale-$n-master") | $(awk -v d="${DAEMONS[1]}" '$1 == d { print $2 }' "$WORK/scale-$n-master") | | | | | | |"
     done
@@ -527,6 +544,10 @@ main() {
     [[ "${COMPARE:-keepalived}" != keepalived ]] || command -v "$KEEPALIVED_BIN" >/dev/null || die "keepalived not found (netns-lab/setup.sh installs it)"
     if [[ "$what" == stability || "$what" == all ]]; then
         command -v stress-ng >/dev/null || die "stress-ng not found (netns-lab/setup.sh installs it)"
+    fi
+    PROBE_BIN="${PROBE_BIN:-$ROOT/target/release/examples/probe}"
+    if [[ "$what" == failover || "$what" == all ]] && [[ ! -x "$PROBE_BIN" ]]; then
+        (cd "$ROOT" && cargo build --release --example probe)
     fi
     if [[ -z "${VRRPD_BIN:-}" ]]; then
         VRRPD_BIN="$ROOT/target/release/vrrpd"
