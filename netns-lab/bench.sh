@@ -37,11 +37,11 @@ log() { echo "bench.sh: $*" >&2; }
 # Labs and daemons. Every lab this script builds is named $BASE<tag>; every daemon it starts is
 # recorded in $WORK/pids and stopped by PID on exit.
 
-LABS=()
+# Called in $(...): the lab's name goes to a file, not a variable, so that cleanup sees it.
 lab_up() { # TAG -> prefix on stdout
     local p="$BASE$1"
+    echo "$p" >>"$WORK/labs"
     "$LAB" up "$p" >/dev/null
-    LABS+=("$p")
     echo "$p"
 }
 
@@ -53,7 +53,9 @@ cleanup() {
         while read -r pid; do kill -KILL "$pid" 2>/dev/null || true; done <"$WORK/pids"
     fi
     [[ -n "${STRESS_PID:-}" ]] && kill -TERM "$STRESS_PID" 2>/dev/null || true
-    for p in "${LABS[@]}"; do "$LAB" down "$p" >/dev/null 2>&1 || true; done
+    if [[ -f "$WORK/labs" ]]; then
+        while read -r p; do "$LAB" down "$p" >/dev/null 2>&1 || true; done <"$WORK/labs"
+    fi
     if [[ "${BENCH_KEEP:-0}" != 1 ]]; then rm -rf "$WORK"; else log "kept $WORK"; fi
 }
 
@@ -555,6 +557,7 @@ main() {
     fi
     mkdir -p "$WORK"
     : >"$WORK/pids"
+    : >"$WORK/labs"
     trap cleanup EXIT
     trap 'exit 130' INT TERM
     log "work directory $WORK"
