@@ -46,6 +46,7 @@ fn minimal_config_gets_defaults() {
     assert_eq!(c.daemon.socket, PathBuf::from("/run/vrrpd/vrrpd.sock"));
     assert_eq!(c.daemon.metrics, None);
     assert_eq!(c.daemon.checksum, ChecksumForm::PseudoHeader);
+    assert_eq!(c.daemon.realtime_priority, 10);
     assert!(!c.daemon.router_id.is_empty(), "defaults to the host name");
     let g = &c.groups[0];
     assert_eq!(g.name, "a");
@@ -73,8 +74,10 @@ router-id = "edge-a"
 socket = "/tmp/v.sock"
 metrics = "[::1]:9469"
 checksum = "rfc9568"
+realtime-priority = 0
 {GROUP}"#
     ));
+    assert_eq!(c.daemon.realtime_priority, 0);
     assert_eq!(c.daemon.router_id, "edge-a");
     assert_eq!(c.daemon.socket, PathBuf::from("/tmp/v.sock"));
     assert_eq!(c.daemon.metrics, Some("[::1]:9469".parse().unwrap()));
@@ -90,6 +93,7 @@ router-id = ""
 socket = "run/vrrpd.sock"
 metrics = "localhost"
 checksum = "rfc5798"
+realtime-priority = 100
 colour = "blue"
 {GROUP}"#
     ));
@@ -101,6 +105,7 @@ colour = "blue"
             "daemon.socket: must be an absolute path, got \"run/vrrpd.sock\"",
             "daemon.metrics: invalid socket address \"localhost\"; write e.g. \"127.0.0.1:9469\" or \"[::1]:9469\"",
             "daemon.checksum: must be \"pseudo-header\" or \"rfc9568\", got \"rfc5798\"",
+            "daemon.realtime-priority: must be 0..=99, got 100",
         ]
     );
 }

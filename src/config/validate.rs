@@ -24,7 +24,13 @@ use crate::proto::time::CentisError;
 use crate::proto::{Centis, ChecksumForm, Family};
 
 const TOP_KEYS: &[&str] = &["daemon", "group", "sync-group", "conntrack-sync", "bgp"];
-const DAEMON_KEYS: &[&str] = &["router-id", "socket", "metrics", "checksum"];
+const DAEMON_KEYS: &[&str] = &[
+    "router-id",
+    "socket",
+    "metrics",
+    "checksum",
+    "realtime-priority",
+];
 const GROUP_KEYS: &[&str] = &[
     "interface",
     "vrid",
@@ -131,11 +137,18 @@ fn daemon(errs: &mut Errors, v: &Value) -> Option<DaemonConfig> {
     );
     let metrics = s.opt(errs, "metrics", socket_addr);
     let checksum = s.or(errs, "checksum", ChecksumForm::PseudoHeader, checksum);
+    let realtime_priority = s.or(
+        errs,
+        "realtime-priority",
+        super::DEFAULT_REALTIME_PRIORITY,
+        |e, p, v| int_in(e, p, v, 0, 99),
+    );
     Some(DaemonConfig {
         router_id: router_id?.unwrap_or_else(super::hostname),
         socket: socket?,
         metrics: metrics?,
         checksum: checksum?,
+        realtime_priority: realtime_priority?,
     })
 }
 

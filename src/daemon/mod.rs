@@ -32,6 +32,11 @@ use setup::GroupRuntime;
 /// broken to name one.
 pub const UNKNOWN_VRID: &str = "unknown-vrid";
 
+/// Events already queued that the main loop handles in one go before it looks at the timers
+/// again: with hundreds of groups, recomputing the next deadline (a pass over every group) and
+/// re-arming the sleep per packet cost more than the packets.
+const EVENT_BATCH: usize = 256;
+
 enum Event {
     Packet {
         socket: usize,
@@ -58,6 +63,8 @@ pub struct Daemon {
     sync: Option<conntrack::SyncRuntime>,
     /// Link state by interface name: own interfaces and tracked ones.
     links: std::collections::HashMap<String, bool>,
+    /// The group of each (socket, VRID), instead of a search per packet.
+    group_by_vrid: std::collections::HashMap<(usize, u8), usize>,
     /// Drops not attributable to a configured group, by reason.
     unattributed_drops: std::collections::BTreeMap<&'static str, u64>,
     started_at: SystemTime,
@@ -74,6 +81,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
 
+    set_realtime_priority(config.daemon.realtime_priority);
     let netlink = Netlink::new().context("opening rtnetlink")?;
     // Subscribe to link events before reading link state, so no change falls between the two.
     let mut link_events = crate::netlink::link_monitor().context("subscribing to link events")?;
@@ -99,6 +107,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         accept_filter: None,
         sync: None,
         links: resolved.links,
+        group_by_vrid: Default::default(),
         unattributed_drops: Default::default(),
         started_at: SystemTime::now(),
         config,
@@ -121,6 +130,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     daemon.accept_filter = Some(accept::AcceptFilter::install(&no_accept).await);
     daemon.open_io(&resolved.sockets, &events_tx)?;
     drop(events_tx);
+    daemon.group_by_vrid = (daemon.groups.iter().enumerate())
+        .map(|(g, rt)| ((rt.socket, rt.config.vrid), g))
+        .collect();
 
     // Before any election: announce as a backup, so a fresh start never draws traffic.
     daemon.bgp_follow(NotifyState::Backup).await;
@@ -139,13 +151,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tokio::select! {
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break }
             _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break }
-            Some(event) = events.recv() => match event {
-                Event::Packet { socket, packet } => daemon.handle_packet(socket, packet),
-                Event::Control { request, reply } => { let _ = reply.send(daemon.answer(&request)); }
-            },
+            Some(event) = events.recv() => {
+                daemon.handle_event(event);
+                for _ in 1..EVENT_BATCH {
+                    let Ok(event) = events.try_recv() else { break };
+                    daemon.handle_event(event);
+                }
+            }
             Some(event) = link_events.recv() => daemon.handle_link_event(event).await,
             Some(held) = conntrack::next_hold(&mut daemon.sync) => daemon.set_preempt_hold(held),
             _ = sleep_until(deadline), if deadline.is_some() => {
+                // Woken late (a loaded machine), the adverts that would have reset this timer
+                // may be waiting in the sockets: let the readers run, take what they queued,
+                // and only then decide whether the master is really down.
+                tokio::task::yield_now().await;
+                while let Ok(event) = events.try_recv() {
+                    daemon.handle_event(event);
+                }
                 daemon.engine.handle_timeout(Instant::now());
             }
         }
@@ -153,6 +175,30 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     daemon.shutdown().await;
     Ok(())
+}
+
+/// SCHED_RR at `priority` for the daemon's thread (0: leave it alone). Children (hook scripts)
+/// go back to normal scheduling (SCHED_RESET_ON_FORK). Failing (no CAP_SYS_NICE, a container
+/// without real-time budget) is not fatal: timers just get less precise under load.
+fn set_realtime_priority(priority: u8) {
+    if priority == 0 {
+        return;
+    }
+    let param = libc::sched_param {
+        sched_priority: i32::from(priority),
+    };
+    // SAFETY: `param` is a live, initialised sched_param; pid 0 is the calling thread.
+    let rc =
+        unsafe { libc::sched_setscheduler(0, libc::SCHED_RR | libc::SCHED_RESET_ON_FORK, &param) };
+    if rc == 0 {
+        tracing::info!(priority, "running with real-time scheduling (SCHED_RR)");
+    } else {
+        let e = std::io::Error::last_os_error();
+        tracing::warn!(
+            priority,
+            "cannot switch to real-time scheduling ({e}); adverts may be late under load"
+        );
+    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -320,6 +366,15 @@ impl Daemon {
         Ok(())
     }
 
+    fn handle_event(&mut self, event: Event) {
+        match event {
+            Event::Packet { socket, packet } => self.handle_packet(socket, packet),
+            Event::Control { request, reply } => {
+                let _ = reply.send(self.answer(&request));
+            }
+        }
+    }
+
     fn handle_packet(&mut self, socket: usize, packet: RxPacket) {
         let family = self.sockets[socket].family;
         let now = Instant::now();
@@ -332,11 +387,7 @@ impl Daemon {
             }
             (Family::Ipv6, _, _) => return,
         };
-        let group_of = |vrid: u8| {
-            self.groups
-                .iter()
-                .position(|g| g.socket == socket && g.config.vrid == vrid)
-        };
+        let group_of = |vrid: u8| self.group_by_vrid.get(&(socket, vrid)).copied();
         match decoded {
             Ok(rx) => match group_of(rx.advert.vrid) {
                 Some(g) => self.engine.handle_advert(now, g, &rx),
@@ -479,13 +530,14 @@ impl Daemon {
         let g = &self.groups[group];
         let sock = &self.sockets[g.socket];
         let form = self.config.daemon.checksum;
-        let destinations: Vec<IpAddr> = if g.config.peer_addresses.is_empty() {
-            vec![match sock.family {
-                Family::Ipv4 => IpAddr::V4(VRRP_MCAST_V4),
-                Family::Ipv6 => IpAddr::V6(VRRP_MCAST_V6),
-            }]
+        let multicast = [match sock.family {
+            Family::Ipv4 => IpAddr::V4(VRRP_MCAST_V4),
+            Family::Ipv6 => IpAddr::V6(VRRP_MCAST_V6),
+        }];
+        let destinations: &[IpAddr] = if g.config.peer_addresses.is_empty() {
+            &multicast
         } else {
-            g.config.peer_addresses.clone()
+            &g.config.peer_addresses
         };
         let source = self.engine.router(group).params().primary_address;
         // Groups on one interface share the socket but may have their own hello-source-address.
@@ -495,8 +547,8 @@ impl Daemon {
                 return;
             }
         }
-        for dst in destinations {
-            let mut buf = Vec::with_capacity(advert.buffer_len());
+        let mut buf = Vec::with_capacity(advert.buffer_len());
+        for &dst in destinations {
             // IPv6 always uses the pseudo-header; the form only chooses IPv4's.
             let form = if sock.family == Family::Ipv6 {
                 ChecksumForm::PseudoHeader

@@ -127,6 +127,9 @@ pub struct VrrpSocket {
     ifindex: u32,
     family: Family,
     source: Mutex<Option<IpAddr>>,
+    /// Receive scratch space, allocated once: a fresh zeroed 64 KiB buffer per packet cost more
+    /// than everything else a backup does with an advert. Only the packet is copied out.
+    rx_buffer: Mutex<Box<[u8]>>,
 }
 
 impl VrrpSocket {
@@ -252,6 +255,7 @@ impl VrrpSocket {
             ifindex,
             family,
             source: Mutex::new(source),
+            rx_buffer: Mutex::new(vec![0u8; RECV_BUFFER].into_boxed_slice()),
         })
     }
 
@@ -296,9 +300,12 @@ impl VrrpSocket {
     pub async fn recv(&self) -> Result<RxPacket, SocketError> {
         loop {
             let mut guard = self.fd.readable().await.map_err(|e| self.recv_error(e))?;
-            let result = guard.try_io(|inner| match self.family {
-                Family::Ipv4 => recv_v4(inner.get_ref()),
-                Family::Ipv6 => recv_v6(inner.get_ref()),
+            let result = guard.try_io(|inner| {
+                let mut buf = self.rx_buffer.lock().unwrap_or_else(|p| p.into_inner());
+                match self.family {
+                    Family::Ipv4 => recv_v4(inner.get_ref(), &mut buf),
+                    Family::Ipv6 => recv_v6(inner.get_ref(), &mut buf),
+                }
             });
             match result {
                 Ok(Ok(Ok(packet))) => return Ok(packet),
@@ -464,10 +471,9 @@ fn set_multicast_if_v4_index(socket: &Socket, ifindex: u32) -> io::Result<()> {
 
 /// One receive on an IPv4 raw socket. The outer `io::Result` is the system call, the inner
 /// `Result` whether the datagram was usable.
-fn recv_v4(socket: &Socket) -> io::Result<Result<RxPacket, String>> {
-    let mut buf = vec![0u8; RECV_BUFFER];
+fn recv_v4(socket: &Socket, buf: &mut [u8]) -> io::Result<Result<RxPacket, String>> {
     let (len, flags) = {
-        let mut iov = [io::IoSliceMut::new(&mut buf)];
+        let mut iov = [io::IoSliceMut::new(buf)];
         let msg = recvmsg::<SockaddrIn>(socket.as_raw_fd(), &mut iov, None, MsgFlags::empty())
             .map_err(io::Error::from)?;
         (msg.bytes, msg.flags)
@@ -477,11 +483,10 @@ fn recv_v4(socket: &Socket) -> io::Result<Result<RxPacket, String>> {
             "datagram longer than the {RECV_BUFFER}-byte buffer"
         )));
     }
-    buf.truncate(len);
-    buf.shrink_to_fit();
+    let datagram = &buf[..len];
     Ok(
-        parse_v4_header(&buf).map(|(source, destination, hop_limit)| RxPacket {
-            data: buf,
+        parse_v4_header(datagram).map(|(source, destination, hop_limit)| RxPacket {
+            data: datagram.to_vec(),
             source: IpAddr::V4(source),
             destination: IpAddr::V4(destination),
             hop_limit,
@@ -514,11 +519,10 @@ fn parse_v4_header(datagram: &[u8]) -> Result<(Ipv4Addr, Ipv4Addr, u8), String> 
 }
 
 /// One receive on an IPv6 raw socket, with the pktinfo and hop-limit control messages.
-fn recv_v6(socket: &Socket) -> io::Result<Result<RxPacket, String>> {
-    let mut buf = vec![0u8; RECV_BUFFER];
+fn recv_v6(socket: &Socket, buf: &mut [u8]) -> io::Result<Result<RxPacket, String>> {
     let mut cmsg = nix::cmsg_space!(libc::in6_pktinfo, libc::c_int);
     let (len, source, destination, hop_limit) = {
-        let mut iov = [io::IoSliceMut::new(&mut buf)];
+        let mut iov = [io::IoSliceMut::new(buf)];
         let msg = recvmsg::<SockaddrIn6>(
             socket.as_raw_fd(),
             &mut iov,
@@ -559,10 +563,8 @@ fn recv_v6(socket: &Socket) -> io::Result<Result<RxPacket, String>> {
         Some(Err(_)) => return Ok(Err("IPV6_HOPLIMIT out of range".to_owned())),
         None => return Ok(Err("no IPV6_HOPLIMIT control message".to_owned())),
     };
-    buf.truncate(len);
-    buf.shrink_to_fit();
     Ok(Ok(RxPacket {
-        data: buf,
+        data: buf[..len].to_vec(),
         source: IpAddr::V6(source),
         destination: IpAddr::V6(destination),
         hop_limit,
