@@ -31,11 +31,17 @@ fn runs_real_time_by_default_and_normal_with_zero() {
     lab.wait_ready("a", Duration::from_secs(10)).unwrap();
     assert_eq!(scheduling(a.pid()), (SCHED_RR, 10), "default: SCHED_RR 10");
 
-    let text = lab
-        .router_config(&RouterConfig::new("b", 100))
-        .replacen("[daemon]\n", "[daemon]\nrealtime-priority = 0\n", 1);
+    let text = lab.router_config(&RouterConfig::new("b", 100)).replacen(
+        "[daemon]\n",
+        "[daemon]\nrealtime-priority = 0\n",
+        1,
+    );
     assert!(text.contains("realtime-priority = 0"), "config: {text}");
     let b = lab.start_vrrpd("b", &text);
     lab.wait_ready("b", Duration::from_secs(10)).unwrap();
-    assert_eq!(scheduling(b.pid()), (SCHED_OTHER, 0), "realtime-priority = 0");
+    assert_eq!(
+        scheduling(b.pid()),
+        (SCHED_OTHER, 0),
+        "realtime-priority = 0"
+    );
 }
