@@ -733,18 +733,17 @@ fn macvlan_is_created_reused_replaced_and_deleted() {
         let link = nl.link_by_index(index).await.unwrap();
         assert_eq!(link.name, "vrrp4.7");
         assert_eq!(link.mac, Some(mac));
-        assert!(link.up, "{link:?}");
+        // Created down: the daemon brings a vmac up only while its group is MASTER.
+        assert!(!link.up, "{link:?}");
         assert_eq!(get_sysctl("net/ipv6/conf/vrrp4.7/accept_dad").unwrap(), "0");
         assert_eq!(get_sysctl("net/ipv4/conf/vrrp4.7/arp_ignore").unwrap(), "1");
-        // The link-local is generated (default addr_gen_mode) and, without DAD, usable at once
-        // (DAD would hold it tentative for at least a second).
-        let ll = eventually(
-            Duration::from_millis(500),
-            "the macvlan's link-local",
-            || async { nl.link_local_ipv6(index, &[]).await.unwrap() },
-        )
-        .await;
-        assert_eq!(ll, "fe80::200:5eff:fe00:107".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(get_sysctl("net/ipv6/conf/vrrp4.7/addr_gen_mode").unwrap(), "1");
+        // Up, it gets no link-local from the virtual MAC (RFC 5798 §7.4): the default mode
+        // would have given fe80::200:5eff:fe00:107 at once (no DAD).
+        nl.set_link_state(index, true).await.unwrap();
+        assert!(nl.link_by_index(index).await.unwrap().up);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(nl.link_local_ipv6(index, &[]).await.unwrap(), None);
 
         // Twice: the same link.
         assert_eq!(nl.ensure_macvlan(va, "vrrp4.7", mac).await.unwrap(), index);
