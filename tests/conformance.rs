@@ -631,12 +631,13 @@ impl<'a> Replay<'a> {
                 r.transitions()
             ));
             lines.push(format!(
-                "    stats rx={} tx={} p0-rx={} p0-tx={} addr-mismatch={} invalid={{{}}} peers={{{}}}",
+                "    stats rx={} tx={} p0-rx={} p0-tx={} addr-mismatch={} interval-mismatch={} invalid={{{}}} peers={{{}}}",
                 st.adverts_rx,
                 st.adverts_tx,
                 st.priority_zero_rx,
                 st.priority_zero_tx,
                 st.address_mismatch_rx,
+                st.interval_mismatch_rx,
                 invalid.join(" "),
                 peers.join(" ")
             ));

@@ -737,7 +737,10 @@ fn macvlan_is_created_reused_replaced_and_deleted() {
         assert!(!link.up, "{link:?}");
         assert_eq!(get_sysctl("net/ipv6/conf/vrrp4.7/accept_dad").unwrap(), "0");
         assert_eq!(get_sysctl("net/ipv4/conf/vrrp4.7/arp_ignore").unwrap(), "1");
-        assert_eq!(get_sysctl("net/ipv6/conf/vrrp4.7/addr_gen_mode").unwrap(), "1");
+        assert_eq!(
+            get_sysctl("net/ipv6/conf/vrrp4.7/addr_gen_mode").unwrap(),
+            "1"
+        );
         // Up, it gets no link-local from the virtual MAC (RFC 5798 §7.4): the default mode
         // would have given fe80::200:5eff:fe00:107 at once (no DAD).
         nl.set_link_state(index, true).await.unwrap();

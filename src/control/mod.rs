@@ -114,6 +114,7 @@ pub struct GroupStats {
     pub invalid_rx: u64,
     pub invalid_rx_by_reason: std::collections::BTreeMap<String, u64>,
     pub address_mismatch_rx: u64,
+    pub interval_mismatch_rx: u64,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -4,6 +4,7 @@
 mod accept;
 mod conntrack;
 mod hooks;
+mod ratelog;
 mod setup;
 mod status;
 
@@ -67,8 +68,18 @@ pub struct Daemon {
     group_by_vrid: std::collections::HashMap<(usize, u8), usize>,
     /// Drops not attributable to a configured group, by reason.
     unattributed_drops: std::collections::BTreeMap<&'static str, u64>,
+    /// RFC 5798 §7.1: dropped and mismatched adverts SHOULD be logged; a flood must not flood the log.
+    input_log: ratelog::RateLimitedLog,
     started_at: SystemTime,
 }
+
+/// The counters of accepted-but-surprising adverts: (address list, interval) mismatches.
+fn mismatches(stats: &crate::proto::router::Stats) -> (u64, u64) {
+    (stats.address_mismatch_rx, stats.interval_mismatch_rx)
+}
+
+/// At most one log line per group and kind of bad input in this time.
+const INPUT_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 struct SocketRuntime {
     socket: std::sync::Arc<VrrpSocket>,
@@ -109,6 +120,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         links: resolved.links,
         group_by_vrid: Default::default(),
         unattributed_drops: Default::default(),
+        input_log: ratelog::RateLimitedLog::new(INPUT_LOG_INTERVAL),
         started_at: SystemTime::now(),
         config,
     };
@@ -390,16 +402,44 @@ impl Daemon {
         let group_of = |vrid: u8| self.group_by_vrid.get(&(socket, vrid)).copied();
         match decoded {
             Ok(rx) => match group_of(rx.advert.vrid) {
-                Some(g) => self.engine.handle_advert(now, g, &rx),
+                Some(g) => {
+                    let before = mismatches(self.engine.router(g).stats());
+                    self.engine.handle_advert(now, g, &rx);
+                    self.log_surprises(now, g, &rx, before);
+                }
                 None => *self.unattributed_drops.entry(UNKNOWN_VRID).or_default() += 1,
             },
             Err((err, vrid)) => {
-                tracing::debug!(socket = %self.sockets[socket].ifname, source = %packet.source, "dropped VRRP packet: {err}");
-                match vrid.and_then(group_of) {
+                let group = vrid.and_then(group_of);
+                match group {
                     Some(g) => self.engine.count_invalid(g, err.reason()),
                     None => *self.unattributed_drops.entry(err.reason()).or_default() += 1,
                 }
+                if self.input_log.allow(now, group, err.reason()) {
+                    let name = group.map(|g| self.groups[g].config.name.as_str());
+                    tracing::warn!(socket = %self.sockets[socket].ifname, group = name, source = %packet.source, "dropped VRRP packet: {err} (counted; logged at most once a minute per group and reason)");
+                }
             }
+        }
+    }
+
+    /// RFC 5798 §7.1 / RFC 9568 §7.1: an accepted advert whose addresses or interval differ from
+    /// ours points at a misconfigured peer: counted by the core, logged here (limited).
+    fn log_surprises(
+        &mut self,
+        now: Instant,
+        g: usize,
+        rx: &crate::proto::packet::Received,
+        (addresses_before, interval_before): (u64, u64),
+    ) {
+        let (addresses, interval) = mismatches(self.engine.router(g).stats());
+        let params = self.engine.router(g).params();
+        let name = &self.groups[g].config.name;
+        if addresses > addresses_before && self.input_log.allow(now, Some(g), "address-mismatch") {
+            tracing::warn!(group = %name, source = %rx.source, theirs = ?rx.advert.addresses, ours = ?params.addresses, "advert lists other virtual addresses than ours: misconfigured peer? (counted in address-mismatch-rx)");
+        }
+        if interval > interval_before && self.input_log.allow(now, Some(g), "interval-mismatch") {
+            tracing::warn!(group = %name, source = %rx.source, theirs = %rx.advert.max_advert_interval, ours = %params.advertise_interval, "advert interval differs from ours (counted in interval-mismatch-rx)");
         }
     }
 

@@ -62,6 +62,7 @@ pub fn groups(d: &Daemon) -> Vec<GroupStatus> {
                         .map(|(k, v)| (k.to_string(), *v))
                         .collect(),
                     address_mismatch_rx: s.address_mismatch_rx,
+                    interval_mismatch_rx: s.interval_mismatch_rx,
                 },
             }
         })

@@ -136,6 +136,9 @@ pub struct Stats {
     pub invalid_rx: BTreeMap<&'static str, u64>,
     /// Accepted adverts whose address list differs from ours (RFC 5798 §7.1 says log, not drop).
     pub address_mismatch_rx: u64,
+    /// Accepted adverts whose Max Adver Int differs from our Advertisement_Interval (RFC 9568
+    /// §7.1: SHOULD verify and log; the packet is still used, the interval learnt).
+    pub interval_mismatch_rx: u64,
     pub peers: BTreeMap<IpAddr, PeerStats>,
 }
 
@@ -352,6 +355,9 @@ impl VirtualRouter {
         } else if !same_addresses(&adv.addresses, &self.params.addresses) {
             // §7.1: MAY verify the addresses; a mismatch is logged, the packet is not dropped.
             self.stats.address_mismatch_rx += 1;
+        }
+        if adv.priority != 0 && adv.max_advert_interval != self.params.advertise_interval {
+            self.stats.interval_mismatch_rx += 1;
         }
 
         let want = match self.state {

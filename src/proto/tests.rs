@@ -432,6 +432,22 @@ fn rfc5798_7_1_address_mismatch_is_counted_not_dropped() {
 }
 
 #[test]
+fn rfc9568_7_1_interval_mismatch_is_counted_and_the_interval_still_learnt() {
+    let (mut e, t0) = started(params("g", 1, 100));
+    e.handle_advert(t0, 0, &advert_from(PEER_HIGH, 1, 200, 100));
+    assert_eq!(e.router(0).stats().interval_mismatch_rx, 0);
+    e.handle_advert(t0, 0, &advert_from(PEER_HIGH, 1, 200, 20));
+    assert_eq!(e.router(0).stats().interval_mismatch_rx, 1);
+    assert_eq!(
+        e.router(0).master_adver_interval(),
+        Centis::new(20).unwrap()
+    );
+    // A resignation carries no interval worth checking.
+    e.handle_advert(t0, 0, &advert_from(PEER_HIGH, 1, 0, 20));
+    assert_eq!(e.router(0).stats().interval_mismatch_rx, 1);
+}
+
+#[test]
 fn checksum_form_is_counted_per_peer() {
     let t0 = Instant::now();
     let mut e = single(params("g", 1, 100));

@@ -190,10 +190,23 @@ pub fn peer_source<P: Peer>(pair: &Pair<P>, group: &StdGroup) -> Result<IpAddr> 
         .instance(group)?
         .primary_address
         .filter(|a| !a.is_empty() && a != "::");
-    let text = match reported {
-        Some(a) => a,
-        None => interface_primary(&pair.lab, "b", group)?,
-    };
+    if let Some(text) = reported {
+        return text
+            .parse()
+            .with_context(|| format!("peer address {text:?}"));
+    }
+    // Not reported (FRR's IPv6 shows "::"): the one source vrrpd heard adverts from. FRR sends
+    // those from its macvlan's random link-local, not from the interface's.
+    let heard: Vec<IpAddr> = vrrpd_group(&pair.lab, group)?["peers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["address"].as_str()?.parse().ok())
+        .collect();
+    if let [only] = heard[..] {
+        return Ok(only);
+    }
+    let text = interface_primary(&pair.lab, "b", group)?;
     text.parse()
         .with_context(|| format!("peer address {text:?}"))
 }
