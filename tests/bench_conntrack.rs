@@ -8,9 +8,9 @@
 //! Parameters (environment): CTBENCH_RUNS (3), CTBENCH_SCALE (100000), CTBENCH_FLUSH (240000),
 //! CTBENCH_FLOWS (200 TCP flows), CTBENCH_SYSTEMS ("vrrpd,conntrackd").
 
-mod lab;
 #[path = "lab/conntrackd.rs"]
 mod conntrackd;
+mod lab;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -25,6 +25,29 @@ use vrrpd::conntrack::kernel::Conntrack;
 use vrrpd::proto::Family;
 
 const UDP_FLOWS: usize = 10;
+
+/// With CTBENCH_INPUT_DROP=1, both systems' routers also drop unsolicited packets to their own
+/// addresses (the VIPs included) instead of answering them with RST / port unreachable.
+const INPUT_DROP: &str = r#"
+table inet ctbinput {
+    chain input {
+        type filter hook input priority 0; policy drop;
+        ct state established,related accept
+        iifname "lo" accept
+        iifname "eth3" accept
+        meta l4proto { 112, icmp, ipv6-icmp } accept
+    }
+}
+"#;
+
+fn firewall(lab: &Lab) {
+    stateful_routers(lab);
+    if std::env::var("CTBENCH_INPUT_DROP").is_ok_and(|v| v == "1") {
+        for r in ["a", "b"] {
+            lab.nft(r, INPUT_DROP);
+        }
+    }
+}
 
 fn param(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -127,11 +150,28 @@ fn listed(lab: &Lab, node: &str) -> usize {
 }
 
 /// Median, 90th percentile and maximum of the flows' longest gaps.
-fn stall_distribution(stats: &lab::conntrack::Stats) -> (Duration, Duration, Duration) {
-    let mut gaps: Vec<Duration> = stats.iter().map(|s| s.lock().unwrap().max_gap).collect();
+/// Median, 90th percentile and maximum of the longest gaps of the flows `which`.
+fn stall_distribution(
+    stats: &lab::conntrack::Stats,
+    which: &[usize],
+) -> (Option<Duration>, Option<Duration>, Option<Duration>) {
+    let mut gaps: Vec<Duration> = which
+        .iter()
+        .map(|&i| stats[i].lock().unwrap().max_gap)
+        .collect();
     gaps.sort();
-    let at = |q: f64| gaps[((gaps.len() - 1) as f64 * q) as usize];
+    let at = |q: f64| (!gaps.is_empty()).then(|| gaps[((gaps.len() - 1) as f64 * q) as usize]);
     (at(0.5), at(0.9), at(1.0))
+}
+
+/// The flows of `stats` without an error that exchanged data after `since`.
+fn survivors(stats: &lab::conntrack::Stats, since: Instant) -> Vec<usize> {
+    (0..stats.len())
+        .filter(|&i| {
+            let s = stats[i].lock().unwrap();
+            s.error.is_none() && s.last_ok.is_some_and(|t| t > since)
+        })
+        .collect()
 }
 
 /// utime + stime of a process, in seconds.
@@ -215,23 +255,60 @@ impl System {
 type Metrics = BTreeMap<&'static str, f64>;
 
 /// The rows of the table: (metric key, label with unit).
-const ROWS: [(&str, &str); 16] = [
-    ("survived_tcp", "TCP flows (10 ms) alive after the failover, %"),
-    ("survived_udp", "UDP flows (10 ms, server-pushed) alive after the failover, %"),
+const ROWS: &[(&str, &str)] = &[
+    (
+        "survived_tcp",
+        "TCP flows (10 ms) alive after the failover, %",
+    ),
+    (
+        "survived_udp",
+        "UDP flows (10 ms, server-pushed) alive after the failover, %",
+    ),
     ("stall_tcp_max", "longest stall of a 10 ms TCP flow, s"),
-    ("stall_tcp_med", "median (over flows) stall of a 10 ms TCP flow, s"),
+    (
+        "stall_tcp_med",
+        "median (over flows) stall of a 10 ms TCP flow, s",
+    ),
     ("stall_udp_max", "longest stall of a 10 ms UDP flow, s"),
-    ("takeover", "takeover: cut until the backup acts (vrrpd MASTER seen / notify script starts), s"),
+    (
+        "takeover",
+        "takeover: cut until the backup acts (vrrpd MASTER seen / notify script starts), s",
+    ),
     ("commit", "commit step at takeover (conntrackd -c), s"),
-    ("created_rate", "synthetic entries created on the master, entries/s"),
-    ("held", "time until the backup holds every synthetic entry, s"),
-    ("events_rate", "replicated entries/s (scale / time until the backup holds all)"),
+    (
+        "created_rate",
+        "synthetic entries created on the master, entries/s",
+    ),
+    (
+        "held",
+        "time until the backup holds every synthetic entry, s",
+    ),
+    (
+        "held_lag",
+        "... of which after the last entry was created, s",
+    ),
+    (
+        "events_rate",
+        "replicated entries/s (scale / time until the backup holds all)",
+    ),
     ("cpu_us", "master CPU per replicated entry, us"),
     ("overruns", "master netlink overruns during scale + flush"),
-    ("mem_master", "master memory per entry (RSS growth / scale), B"),
-    ("mem_backup", "backup memory per entry (RSS growth / scale), B"),
-    ("flush_divergence", "divergence ~1 s after the flush (backup - master entries)"),
-    ("flush_converged", "time until the backup is within 10 entries of the master after the flush, s"),
+    (
+        "mem_master",
+        "master memory per entry (RSS growth / scale), B",
+    ),
+    (
+        "mem_backup",
+        "backup memory per entry (RSS growth / scale), B",
+    ),
+    (
+        "flush_divergence",
+        "divergence ~1 s after the flush (backup - master entries)",
+    ),
+    (
+        "flush_converged",
+        "time until the backup is within 10 entries of the master after the flush, s",
+    ),
 ];
 
 fn run_system(lab: &Lab, sys: &System, p: Params, m: &mut Metrics) {
@@ -254,6 +331,7 @@ fn run_system(lab: &Lab, sys: &System, p: Params, m: &mut Metrics) {
     match &held {
         Ok(h) => {
             m.insert("held", h.as_secs_f64());
+            m.insert("held_lag", (*h - created).as_secs_f64());
             m.insert("events_rate", p.scale as f64 / h.as_secs_f64());
         }
         Err(_) => eprintln!(
@@ -331,17 +409,32 @@ fn run_system(lab: &Lab, sys: &System, p: Params, m: &mut Metrics) {
     reset_gaps(&traffic.tcp);
     reset_gaps(&traffic.udp);
     if std::env::var_os("CTBENCH_DEBUG").is_some() {
-        eprintln!("DEBUG b eth2 {:?} a eth2 {:?}", lab.addresses("b", "eth2"), lab.addresses("a", "eth2"));
-        eprintln!("DEBUG server neigh {}", lab.exec_ok("server", &["ip", "neigh"]));
-        eprintln!("DEBUG client neigh {}", lab.exec_ok("client", &["ip", "neigh"]));
-        eprintln!("DEBUG b ct udp {}", lab.exec_ok("b", &["conntrack", "-L", "-p", "udp", "--dport", "5002"]));
+        eprintln!(
+            "DEBUG b eth2 {:?} a eth2 {:?}",
+            lab.addresses("b", "eth2"),
+            lab.addresses("a", "eth2")
+        );
+        eprintln!(
+            "DEBUG server neigh {}",
+            lab.exec_ok("server", &["ip", "neigh"])
+        );
+        eprintln!(
+            "DEBUG client neigh {}",
+            lab.exec_ok("client", &["ip", "neigh"])
+        );
+        eprintln!(
+            "DEBUG b ct udp {}",
+            lab.exec_ok("b", &["conntrack", "-L", "-p", "udp", "--dport", "5002"])
+        );
     }
-    let (t_fail, wall_fail) = (Instant::now(), SystemTime::now());
+    let wall_fail = SystemTime::now();
     lab.cut("a", "all");
+    // Every exchange from here on went through router b.
+    let t_cut = Instant::now();
     let (takeover, commit) = match sys {
         System::Vrrpd { .. } => (
             lab.wait_until(Duration::from_secs(10), || lab.all_in_state("b", "MASTER"))
-                .map(|d| d.as_secs_f64())
+                .map(|_| since(SystemTime::now(), wall_fail))
                 .ok(),
             None,
         ),
@@ -363,41 +456,60 @@ fn run_system(lab: &Lab, sys: &System, p: Params, m: &mut Metrics) {
     if let Some(c) = commit {
         m.insert("commit", c);
     }
-    let alive = lab.wait_until(Duration::from_secs(20), || {
-        alive_since(&traffic.tcp, t_fail) == p.flows
-            && alive_since(&traffic.udp, t_fail) == UDP_FLOWS
+    // A flow survived when it exchanged data through the new master and was still working at
+    // the end: no error (a reset kills it) and data in the last half second.
+    let decided = |stats: &lab::conntrack::Stats| {
+        stats.iter().all(|s| {
+            let s = s.lock().unwrap();
+            s.error.is_some() || s.last_ok.is_some_and(|t| t > t_cut)
+        })
+    };
+    let decided = lab.wait_until(Duration::from_secs(20), || {
+        decided(&traffic.tcp) && decided(&traffic.udp)
     });
     std::thread::sleep(Duration::from_secs(1));
-    let (tcp_alive, udp_alive) = (
-        alive_since(&traffic.tcp, t_fail),
-        alive_since(&traffic.udp, t_fail),
+    let t_end = Instant::now();
+    std::thread::sleep(Duration::from_millis(500));
+    let (tcp_ok, udp_ok) = (
+        survivors(&traffic.tcp, t_end),
+        survivors(&traffic.udp, t_end),
     );
     let (_, tcp_err) = summary(&traffic.tcp);
-    let (tcp_med, tcp_p90, tcp_max) = stall_distribution(&traffic.tcp);
-    let (_, _, udp_max) = stall_distribution(&traffic.udp);
-    m.insert("survived_tcp", 100.0 * tcp_alive as f64 / p.flows as f64);
-    m.insert("survived_udp", 100.0 * udp_alive as f64 / UDP_FLOWS as f64);
-    // A dead flow has no stall: its gap is not measured.
-    if tcp_alive == p.flows {
-        m.insert("stall_tcp_max", tcp_max.as_secs_f64());
-        m.insert("stall_tcp_med", tcp_med.as_secs_f64());
+    let (tcp_med, tcp_p90, tcp_max) = stall_distribution(&traffic.tcp, &tcp_ok);
+    let (_, _, udp_max) = stall_distribution(&traffic.udp, &udp_ok);
+    m.insert("survived_tcp", 100.0 * tcp_ok.len() as f64 / p.flows as f64);
+    m.insert(
+        "survived_udp",
+        100.0 * udp_ok.len() as f64 / UDP_FLOWS as f64,
+    );
+    // A dead flow has no stall: gaps are measured over the flows that survived.
+    if let Some(max) = tcp_max {
+        m.insert("stall_tcp_max", max.as_secs_f64());
     }
-    if udp_alive == UDP_FLOWS {
-        m.insert("stall_udp_max", udp_max.as_secs_f64());
+    if let Some(med) = tcp_med {
+        m.insert("stall_tcp_med", med.as_secs_f64());
     }
+    if let Some(max) = udp_max {
+        m.insert("stall_udp_max", max.as_secs_f64());
+    }
+    let (tcp_alive, udp_alive) = (tcp_ok.len(), udp_ok.len());
+    let alive = decided;
     eprintln!(
-        "RESULT {name} failover at {} entries (backup held {before}, {ready:.2?}): takeover {takeover:.3?} s, commit {commit:.3?} s; alive {tcp_alive}/{} TCP, {udp_alive}/{UDP_FLOWS} UDP ({alive:.2?}); TCP stall median {tcp_med:.2?} p90 {tcp_p90:.2?} max {tcp_max:.2?}; UDP max {udp_max:.2?}; TCP errors {}{}",
+        "RESULT {name} failover at {} entries (backup held {before}, {ready:.2?}): takeover {takeover:.3?} s, commit {commit:.3?} s; survived {tcp_alive}/{} TCP, {udp_alive}/{UDP_FLOWS} UDP (all decided: {alive:.2?}); TCP stall median {tcp_med:.2?} p90 {tcp_p90:.2?} max {tcp_max:.2?}; UDP max {udp_max:.2?}; TCP errors {}{}",
         p.scale,
         p.flows,
         tcp_err.len(),
-        tcp_err.first().map(|e| format!(" (first: {e})")).unwrap_or_default()
+        tcp_err
+            .first()
+            .map(|e| format!(" (first: {e})"))
+            .unwrap_or_default()
     );
     traffic.stop();
 }
 
 fn bench_vrrpd(p: Params) -> Metrics {
     let lab = Lab::up("ctbvr").expect("lab up");
-    stateful_routers(&lab);
+    firewall(&lab);
     let a = lab.start_router(&router_with_sync(&lab, "a", 200));
     let b = lab.start_router(&router_with_sync(&lab, "b", 100));
     lab.wait_until(Duration::from_secs(20), || {
@@ -414,14 +526,22 @@ fn bench_vrrpd(p: Params) -> Metrics {
 
 fn bench_conntrackd(p: Params) -> Metrics {
     let lab = Lab::up("ctbcd").expect("lab up");
-    stateful_routers(&lab);
+    firewall(&lab);
     // conntrackd's caches must hold the flush's entries plus the flows.
     let base = conntrackd::Baseline::start(&lab, (p.flush + p.flush / 4).next_power_of_two())
         .expect("keepalived + conntrackd");
     let ok = lab.wait_until(Duration::from_secs(20), || {
-        base.a.notified("primary-done", SystemTime::UNIX_EPOCH).is_some()
-            && base.b.notified("backup-done", SystemTime::UNIX_EPOCH).is_some()
-            && lab.addresses("a", "eth1").iter().any(|a| a.starts_with("10.76.2.1/"))
+        base.a
+            .notified("primary-done", SystemTime::UNIX_EPOCH)
+            .is_some()
+            && base
+                .b
+                .notified("backup-done", SystemTime::UNIX_EPOCH)
+                .is_some()
+            && lab
+                .addresses("a", "eth1")
+                .iter()
+                .any(|a| a.starts_with("10.76.2.1/"))
     });
     if ok.is_err() {
         panic!("keepalived: a not MASTER with b BACKUP:\n{}", base.logs());
@@ -496,7 +616,10 @@ fn bench_conntrack_sync_vs_conntrackd() {
     let started = Instant::now();
     for run in 1..=runs {
         for &s in &systems {
-            eprintln!("== run {run}/{runs}: {s} ({:.0?} elapsed)", started.elapsed());
+            eprintln!(
+                "== run {run}/{runs}: {s} ({:.0?} elapsed)",
+                started.elapsed()
+            );
             let outcome = std::panic::catch_unwind(|| match s {
                 "vrrpd" => bench_vrrpd(p),
                 "conntrackd" => bench_conntrackd(p),
@@ -529,7 +652,7 @@ fn bench_conntrack_sync_vs_conntrackd() {
     );
     println!("| measure | vrrpd | conntrackd | vrrpd / conntrackd |");
     println!("|---|---|---|---|");
-    for (key, label) in ROWS {
+    for &(key, label) in ROWS {
         let (v, vs) = cell(vr, key);
         let (c, cs) = cell(cd, key);
         let ratio = match (v, c) {

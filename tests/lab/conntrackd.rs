@@ -94,7 +94,11 @@ fn is_ours(pid: u32, program: &str, ns: &str) -> bool {
     };
     let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
     let argv0 = String::from_utf8_lossy(argv0);
-    if Path::new(argv0.as_ref()).file_name().and_then(|n| n.to_str()) != Some(program) {
+    if Path::new(argv0.as_ref())
+        .file_name()
+        .and_then(|n| n.to_str())
+        != Some(program)
+    {
         return false;
     }
     Command::new("ip")
@@ -174,8 +178,12 @@ impl Router {
             .lines()
             .filter(|l| l.starts_with("current active connections"))
             .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok());
-        let internal = current.next().context("no internal cache in conntrackd -s")?;
-        let external = current.next().context("no external cache in conntrackd -s")?;
+        let internal = current
+            .next()
+            .context("no internal cache in conntrackd -s")?;
+        let external = current
+            .next()
+            .context("no external cache in conntrackd -s")?;
         Ok((internal, external))
     }
 
