@@ -258,18 +258,24 @@ type Metrics = BTreeMap<&'static str, f64>;
 const ROWS: &[(&str, &str)] = &[
     (
         "survived_tcp",
-        "TCP flows (10 ms) alive after the failover, %",
+        "TCP flows (10 ms) that survived the failover, %",
     ),
     (
         "survived_udp",
-        "UDP flows (10 ms, server-pushed) alive after the failover, %",
+        "UDP flows (10 ms, server-pushed) that survived the failover, %",
     ),
-    ("stall_tcp_max", "longest stall of a 10 ms TCP flow, s"),
+    (
+        "stall_tcp_max",
+        "longest stall of a surviving 10 ms TCP flow, s",
+    ),
     (
         "stall_tcp_med",
-        "median (over flows) stall of a 10 ms TCP flow, s",
+        "median stall over the surviving 10 ms TCP flows, s",
     ),
-    ("stall_udp_max", "longest stall of a 10 ms UDP flow, s"),
+    (
+        "stall_udp_max",
+        "longest stall of a surviving 10 ms UDP flow, s",
+    ),
     (
         "takeover",
         "takeover: cut until the backup acts (vrrpd MASTER seen / notify script starts), s",
@@ -493,9 +499,17 @@ fn run_system(lab: &Lab, sys: &System, p: Params, m: &mut Metrics) {
         m.insert("stall_udp_max", max.as_secs_f64());
     }
     let (tcp_alive, udp_alive) = (tcp_ok.len(), udp_ok.len());
-    let alive = decided;
+    let alive = match decided {
+        Ok(d) => format!("after {d:.2?}"),
+        Err(_) => "not within 20 s".into(),
+    };
+    if std::env::var_os("CTBENCH_DEBUG").is_some() {
+        let udp = lab.exec_ok("b", &["conntrack", "-L", "-p", "udp"]);
+        let udp: Vec<&str> = udp.lines().filter(|l| l.contains("5002")).take(4).collect();
+        eprintln!("DEBUG b udp entries of the pushed flows after the failover: {udp:#?}");
+    }
     eprintln!(
-        "RESULT {name} failover at {} entries (backup held {before}, {ready:.2?}): takeover {takeover:.3?} s, commit {commit:.3?} s; survived {tcp_alive}/{} TCP, {udp_alive}/{UDP_FLOWS} UDP (all decided: {alive:.2?}); TCP stall median {tcp_med:.2?} p90 {tcp_p90:.2?} max {tcp_max:.2?}; UDP max {udp_max:.2?}; TCP errors {}{}",
+        "RESULT {name} failover at {} entries (backup held {before}, {ready:.2?}): takeover {takeover:.3?} s, commit {commit:.3?} s; survived {tcp_alive}/{} TCP, {udp_alive}/{UDP_FLOWS} UDP (all decided: {alive}); TCP stall median {tcp_med:.2?} p90 {tcp_p90:.2?} max {tcp_max:.2?}; UDP max {udp_max:.2?}; TCP errors {}{}",
         p.scale,
         p.flows,
         tcp_err.len(),

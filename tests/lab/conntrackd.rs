@@ -322,7 +322,7 @@ t() {{ echo "$(date +%s.%N) $*" >> "$LOG"; }}
 case "$1" in
 primary)
     t primary-start
-    $BIN -C $CONF -c; t commit-done rc=$?
+    $BIN -C $CONF -c >>"$LOG" 2>&1; t commit-done rc=$?
     $BIN -C $CONF -f; t flush-done rc=$?
     $BIN -C $CONF -R; t resync-done rc=$?
     $BIN -C $CONF -B; t primary-done rc=$?
