@@ -207,7 +207,7 @@ fn since(t: SystemTime, from: SystemTime) -> f64 {
 /// The system under test in one lab: how to read what the benchmark compares.
 enum System {
     Vrrpd { a: Daemon, b: Daemon },
-    Conntrackd(conntrackd::Baseline),
+    Conntrackd(Box<conntrackd::Baseline>),
 }
 
 impl System {
@@ -562,7 +562,7 @@ fn bench_conntrackd(p: Params) -> Metrics {
     }
     std::thread::sleep(Duration::from_secs(1));
     let mut m = Metrics::new();
-    let sys = System::Conntrackd(base);
+    let sys = System::Conntrackd(Box::new(base));
     run_system(&lab, &sys, p, &mut m);
     if let System::Conntrackd(base) = &sys {
         assert!(
