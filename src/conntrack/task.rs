@@ -47,6 +47,14 @@ impl SyncEntry for Entry {
     fn merge_update(&mut self, newer: &Self) {
         Entry::merge_update(self, newer)
     }
+    fn tcp_state(&self) -> Option<(u8, bool)> {
+        /// IP_CT_TCP_FLAG_DATA_UNACKNOWLEDGED
+        const DATA_UNACKNOWLEDGED: u8 = 0x10;
+        self.tcp.map(|t| {
+            let (o, r) = t.flags.unwrap_or((0, 0));
+            (t.state, (o | r) & DATA_UNACKNOWLEDGED != 0)
+        })
+    }
 }
 
 /// Everything the task needs from the configuration and the daemon.
@@ -157,12 +165,21 @@ impl SyncHandle {
         let mut core = SyncCore::new(settings.core.clone(), filter, Instant::now());
         let table = kernel.dump().await?;
         core.adopt(table);
-        let (sender, receiver) = channel::spawn(ChannelConfig {
-            local: settings.local,
-            peer: settings.peer,
-            key: settings.key.clone(),
-            queue_limit: 65_536,
-        })
+        // Redial at least every second: after a split brain heals, the merge waits for the
+        // channel while the higher-priority router already forwards with its stale table.
+        let timing = channel::Timing {
+            backoff_max: Duration::from_secs(1),
+            ..channel::Timing::default()
+        };
+        let (sender, receiver) = channel::spawn_with_timing(
+            ChannelConfig {
+                local: settings.local,
+                peer: settings.peer,
+                key: settings.key.clone(),
+                queue_limit: 65_536,
+            },
+            timing,
+        )
         .map_err(|source| SyncError::Channel {
             local: settings.local,
             source,
@@ -264,6 +281,10 @@ impl Task {
             self.apply_ops().await;
             if let Some(epoch) = self.core.take_resync_request() {
                 self.resync(epoch).await;
+            }
+            if self.core.take_merge_request() {
+                self.merge().await;
+                self.apply_ops().await;
             }
             self.transmit();
             while let Some(held) = self.core.poll_preempt_hold() {
@@ -488,6 +509,20 @@ impl Task {
         }
     }
 
+    /// After a split brain: our table against the peer's, fresher entries installed at once.
+    async fn merge(&mut self) {
+        match self.kernel.dump().await {
+            Ok(table) => {
+                self.core.merge(table);
+            }
+            Err(e) => {
+                // Nothing merged: the peer's view is lost; ours stays the reference.
+                tracing::warn!("conntrack dump for a split-brain merge: {e}");
+                self.core.abandon_merge();
+            }
+        }
+    }
+
     /// Hands records to the channel until it is full.
     fn transmit(&mut self) {
         loop {
@@ -552,6 +587,7 @@ impl Task {
             "overruns": c.overruns,
             "last-divergence": c.last_divergence,
             "divergence-total": c.divergence_total,
+            "merged": c.merged,
             "messages-sent": ch.messages_sent,
             "messages-received": ch.messages_received,
             "bytes-sent": ch.bytes_sent,
