@@ -55,6 +55,10 @@ pub trait SyncEntry: Clone + Debug {
 /// default): an ESTABLISHED entry with at most this left was last refreshed with that timeout.
 const TCP_UNACK_TIMEOUT: u32 = 300;
 const TCP_ESTABLISHED: u8 = 3;
+/// A mass deletion has ended when no deletion came for this long...
+const MASS_QUIET: Duration = Duration::from_millis(50);
+/// ...or this long after its first deletion was released.
+const MASS_WAIT: Duration = Duration::from_millis(500);
 /// nf_conntrack_tcp_timeout_established's default (5 days).
 const TCP_ESTABLISHED_TIMEOUT: u32 = 432_000;
 /// tcp_conntrack values beyond CLOSE (SYN_SENT2 and internal ones) rank as SYN_SENT.
@@ -135,6 +139,10 @@ pub struct SyncConfig {
     pub preempt_hold_timeout: Duration,
     /// Replicated entries are installed with at least this timeout.
     pub replica_timeout_secs: u32,
+    /// A mass deletion (a flush): when this many deletions are released at once, the table is
+    /// sent instead (a resync: the backup sweeps what is gone in big kernel batches) rather
+    /// than one Delete record per flow.
+    pub mass_delete: usize,
 }
 
 impl Default for SyncConfig {
@@ -145,6 +153,7 @@ impl Default for SyncConfig {
             link_suppress: Duration::from_secs(2),
             preempt_hold_timeout: Duration::from_secs(10),
             replica_timeout_secs: 3600,
+            mass_delete: 4096,
         }
     }
 }
@@ -174,6 +183,8 @@ pub struct SyncCounters {
     pub divergence_total: u64,
     /// Entries taken from the peer's table after a split brain (fresher than ours).
     pub merged: u64,
+    /// Mass deletions (flushes) replicated as a resync instead of one Delete per flow.
+    pub mass_deletions: u64,
     /// Input dropped, by reason.
     pub errors: BTreeMap<String, u64>,
 }
@@ -237,6 +248,8 @@ pub struct SyncCore<E: SyncEntry> {
     /// We served alone: a table the peer sends while we are MASTER is merged, not dropped.
     merge_expected: bool,
     offer_in: Option<OfferIn<E>>,
+    /// MASTER: entries in our table that pass the filter (the last dump, then events).
+    table_estimate: usize,
     /// A complete offer waiting for our own table (see [`SyncCore::take_merge_request`]).
     merge_pending: Option<Vec<E>>,
 }
@@ -278,6 +291,7 @@ impl<E: SyncEntry> SyncCore<E> {
             merge_expected: false,
             offer_in: None,
             merge_pending: None,
+            table_estimate: 0,
         }
     }
 
@@ -458,6 +472,7 @@ impl<E: SyncEntry> SyncCore<E> {
                 self.counters.events_filtered += 1;
             }
             LocalEvent::New(e) => {
+                self.table_estimate += 1;
                 // The flow exists (again): an older held delete must not overtake it.
                 self.held_index.remove(&e.key());
                 self.enqueue(e.key(), Pending::Upsert(e));
@@ -476,6 +491,7 @@ impl<E: SyncEntry> SyncCore<E> {
                     self.counters.events_filtered += 1;
                     return;
                 }
+                self.table_estimate = self.table_estimate.saturating_sub(1);
                 if self.suppress_deletes_until.is_some_and(|t| now < t) {
                     self.counters.deletes_suppressed += 1;
                     return;
@@ -509,6 +525,26 @@ impl<E: SyncEntry> SyncCore<E> {
 
     /// Time passed: held deletions are released, the preempt hold may run out.
     pub fn on_timer(&mut self, now: Instant) {
+        if self.many_deletions() {
+            if now < self.mass_deadline() {
+                return self.on_timer_rest(now); // still deleting: wait for the end of it
+            }
+            let held = self.held_deletes.len();
+            if held >= self.table_estimate {
+                // Most of the table went (a flush): our table after it says more, in far
+                // fewer records, than each deletion.
+                let oldest = self.held_deletes.front().map_or(now, |(at, _)| *at);
+                tracing::info!(
+                    deletions = held,
+                    took = ?now.saturating_duration_since(oldest),
+                    "mass deletion: replicating it as a resync of the table"
+                );
+                self.counters.mass_deletions += 1;
+                self.held_deletes.clear();
+                self.held_index.clear();
+                self.resync_wanted = true;
+            }
+        }
         while let Some((at, _)) = self.held_deletes.front() {
             if now < *at + self.cfg.delete_hold {
                 break;
@@ -520,6 +556,10 @@ impl<E: SyncEntry> SyncCore<E> {
                 self.enqueue(key, Pending::Delete(e));
             }
         }
+        self.on_timer_rest(now);
+    }
+
+    fn on_timer_rest(&mut self, now: Instant) {
         if self.suppress_deletes_until.is_some_and(|t| now >= t) {
             self.suppress_deletes_until = None;
         }
@@ -531,12 +571,33 @@ impl<E: SyncEntry> SyncCore<E> {
         }
     }
 
+    /// Many deletions held: wait for the end of the burst, then replicate it as one resync if
+    /// most of the table went (a flush), else one by one.
+    fn many_deletions(&self) -> bool {
+        self.connected && self.held_deletes.len() >= self.cfg.mass_delete
+    }
+
+    /// A mass deletion is replicated once its first deletion was held long enough and no
+    /// deletion came for [`MASS_QUIET`] (bounded by [`MASS_WAIT`]).
+    fn mass_deadline(&self) -> Instant {
+        let (Some((oldest, _)), Some((newest, _))) =
+            (self.held_deletes.front(), self.held_deletes.back())
+        else {
+            return Instant::now();
+        };
+        let released = *oldest + self.cfg.delete_hold;
+        released.max(*newest + MASS_QUIET).min(released + MASS_WAIT)
+    }
+
     /// When [`SyncCore::on_timer`] must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let release = self
-            .held_deletes
-            .front()
-            .map(|(at, _)| *at + self.cfg.delete_hold);
+        let release = if self.many_deletions() {
+            Some(self.mass_deadline())
+        } else {
+            self.held_deletes
+                .front()
+                .map(|(at, _)| *at + self.cfg.delete_hold)
+        };
         [release, self.hold_until].into_iter().flatten().min()
     }
 
@@ -580,6 +641,7 @@ impl<E: SyncEntry> SyncCore<E> {
             .into_iter()
             .filter(|e| self.filter.passes(e.protocol(), e.addresses()))
             .partition(|e| e.is_related());
+        self.table_estimate = plain.len() + related.len();
         for e in plain.into_iter().chain(related) {
             count += 1;
             self.resync_out.push_back(Record::Upsert(e));

@@ -639,3 +639,59 @@ fn an_offer_in_progress_is_finished_when_leaving_master() {
         ]
     );
 }
+
+#[test]
+fn a_mass_deletion_is_replicated_as_a_resync_not_per_flow() {
+    let now = Instant::now();
+    let mut m = master(now);
+    let e = m.take_resync_request().unwrap();
+    m.begin_resync(e, vec![]);
+    drain(&mut m);
+    let n = SyncConfig::default().mass_delete as u16 + 10;
+    for port in 1..=n {
+        m.on_local_event(LocalEvent::Destroy(flow(port, 3)), now);
+    }
+    let hold = SyncConfig::default().delete_hold;
+    m.on_timer(now + hold);
+    assert!(drain(&mut m).is_empty(), "no Delete per flow");
+    let epoch = m.take_resync_request().expect("the table is sent instead");
+    m.begin_resync(epoch, vec![flow(9999, 3)]);
+    assert_eq!(
+        drain(&mut m),
+        vec![
+            Record::ResyncBegin { epoch },
+            Record::Upsert(flow(9999, 3)),
+            Record::ResyncEnd { epoch, count: 1 },
+        ]
+    );
+    assert_eq!(m.counters().mass_deletions, 1);
+    // A few deletions still go one by one.
+    for port in 1..=3 {
+        m.on_local_event(LocalEvent::Destroy(flow(port, 3)), now + hold);
+    }
+    m.on_timer(now + hold * 2);
+    assert_eq!(drain(&mut m).len(), 3);
+    assert_eq!(m.take_resync_request(), None);
+}
+
+#[test]
+fn many_deletions_in_a_big_table_still_go_one_by_one() {
+    let now = Instant::now();
+    let mut m = master(now);
+    let e = m.take_resync_request().unwrap();
+    let n = SyncConfig::default().mass_delete as u16;
+    m.begin_resync(e, (1..=3 * n).map(|p| flow(p, 3)).collect());
+    drain(&mut m);
+    for port in 1..=n {
+        m.on_local_event(LocalEvent::Destroy(flow(port, 3)), now);
+    }
+    let hold = SyncConfig::default().delete_hold;
+    m.on_timer(now + hold);
+    assert_eq!(m.take_resync_request(), None);
+    assert_eq!(
+        drain(&mut m).len(),
+        n as usize,
+        "a third of the table: Delete records"
+    );
+    assert_eq!(m.counters().mass_deletions, 0);
+}

@@ -324,6 +324,10 @@ impl Task {
                         for event in batch.drain(..) {
                             self.core.on_local_event(local_event(event), now);
                         }
+                        // A stream of events must not starve the timers (held deletions).
+                        if self.core.poll_timeout().is_some_and(|t| now >= t) {
+                            self.core.on_timer(now);
+                        }
                     }
                     Err(e) => {
                         tracing::warn!("conntrack events: {e}");
@@ -476,8 +480,14 @@ impl Task {
     }
 
     async fn remove(&mut self, keys: Vec<FlowKey>) {
+        let start = Instant::now();
         match self.kernel.remove(&keys).await {
-            Ok(n) => self.core.counters_mut().entries_removed += n as u64,
+            Ok(n) => {
+                if keys.len() >= 10_000 {
+                    tracing::info!(entries = n, took = ?start.elapsed(), "removed conntrack entries");
+                }
+                self.core.counters_mut().entries_removed += n as u64
+            }
             Err(e) => {
                 tracing::warn!(entries = keys.len(), "removing replicated entries: {e}");
                 *self
@@ -588,6 +598,7 @@ impl Task {
             "last-divergence": c.last_divergence,
             "divergence-total": c.divergence_total,
             "merged": c.merged,
+            "mass-deletions": c.mass_deletions,
             "messages-sent": ch.messages_sent,
             "messages-received": ch.messages_received,
             "bytes-sent": ch.bytes_sent,
