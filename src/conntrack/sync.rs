@@ -43,6 +43,58 @@ pub trait SyncEntry: Clone + Debug {
     fn merge_update(&mut self, newer: &Self) {
         *self = newer.clone();
     }
+    /// TCP only: the conntrack state (enum tcp_conntrack) and whether either direction has data
+    /// not yet acknowledged (IP_CT_TCP_FLAG_DATA_UNACKNOWLEDGED), which shortens the kernel's
+    /// timeout to the "unacknowledged" one.
+    fn tcp_state(&self) -> Option<(u8, bool)> {
+        None
+    }
+}
+
+/// The kernel's "unacknowledged data" and "max retransmissions" timeouts (both 300 s by
+/// default): an ESTABLISHED entry with at most this left was last refreshed with that timeout.
+const TCP_UNACK_TIMEOUT: u32 = 300;
+const TCP_ESTABLISHED: u8 = 3;
+/// A mass deletion has ended when no deletion came for this long...
+const MASS_QUIET: Duration = Duration::from_millis(50);
+/// ...or this long after its first deletion was released.
+const MASS_WAIT: Duration = Duration::from_millis(500);
+/// nf_conntrack_tcp_timeout_established's default (5 days).
+const TCP_ESTABLISHED_TIMEOUT: u32 = 432_000;
+/// tcp_conntrack values beyond CLOSE (SYN_SENT2 and internal ones) rank as SYN_SENT.
+const TCP_CLOSE: u8 = 8;
+
+/// Whether the peer's view of a flow is more recent than ours (after a split brain, both sides
+/// forwarded for a while: per flow, keep the side that saw traffic last).
+///
+/// The kernel resets an entry's timeout on every packet, to the timeout of the state it is in,
+/// so the remaining timeout tells how long ago traffic was seen, given the same state. TCP: a
+/// later state wins (the flow moved on, e.g. was closed, where it was seen last); in the same
+/// state the more recently refreshed entry wins. An ESTABLISHED entry refreshed while data was
+/// unacknowledged (or retransmitted) got the short 300 s timeout: its age is counted from that,
+/// not from the 5-day one. Other protocols: the larger remaining timeout. Ties keep ours.
+pub fn peer_is_fresher<E: SyncEntry>(peer: &E, ours: &E) -> bool {
+    let remaining = |e: &E| e.timeout_secs().unwrap_or(0);
+    match (peer.tcp_state(), ours.tcp_state()) {
+        (Some((ps, _)), Some((os, _))) => {
+            let rank = |s: u8| if s > TCP_CLOSE { 1 } else { s };
+            if rank(ps) != rank(os) {
+                return rank(ps) > rank(os);
+            }
+            // Seconds since the last packet, comparable across the two timeouts an ESTABLISHED
+            // entry can be refreshed to (other states: only differences matter).
+            let age = |e: &E, state: u8| -> u64 {
+                let left = u64::from(remaining(e));
+                if state == TCP_ESTABLISHED && left <= u64::from(TCP_UNACK_TIMEOUT) {
+                    u64::from(TCP_UNACK_TIMEOUT) - left
+                } else {
+                    u64::from(TCP_ESTABLISHED_TIMEOUT).max(left) - left
+                }
+            };
+            age(peer, ps) < age(ours, os)
+        }
+        _ => remaining(peer) > remaining(ours),
+    }
 }
 
 /// This router's part in replication, following the sync group.
@@ -87,6 +139,10 @@ pub struct SyncConfig {
     pub preempt_hold_timeout: Duration,
     /// Replicated entries are installed with at least this timeout.
     pub replica_timeout_secs: u32,
+    /// A mass deletion (a flush): when this many deletions are released at once, the table is
+    /// sent instead (a resync: the backup sweeps what is gone in big kernel batches) rather
+    /// than one Delete record per flow.
+    pub mass_delete: usize,
 }
 
 impl Default for SyncConfig {
@@ -97,6 +153,7 @@ impl Default for SyncConfig {
             link_suppress: Duration::from_secs(2),
             preempt_hold_timeout: Duration::from_secs(10),
             replica_timeout_secs: 3600,
+            mass_delete: 4096,
         }
     }
 }
@@ -124,6 +181,10 @@ pub struct SyncCounters {
     /// Entries the last completed resync found wrong on this backup (missing or stale).
     pub last_divergence: u64,
     pub divergence_total: u64,
+    /// Entries taken from the peer's table after a split brain (fresher than ours).
+    pub merged: u64,
+    /// Mass deletions (flushes) replicated as a resync instead of one Delete per flow.
+    pub mass_deletions: u64,
     /// Input dropped, by reason.
     pub errors: BTreeMap<String, u64>,
 }
@@ -176,6 +237,26 @@ pub struct SyncCore<E: SyncEntry> {
     hold_reported: Option<bool>,
     last_full_sync: Option<Instant>,
     counters: SyncCounters,
+    // Split-brain merge.
+    /// We were MASTER while the peer was unreachable: the peer may have been MASTER too. On the
+    /// next connect both tables are exchanged and merged per flow.
+    served_alone: bool,
+    /// Send our table on this connection even when not MASTER (an offer for the peer's merge).
+    offer_out: bool,
+    /// The resync being handed to the channel is an offer: finish it even when we leave MASTER.
+    offering: bool,
+    /// We served alone: a table the peer sends while we are MASTER is merged, not dropped.
+    merge_expected: bool,
+    offer_in: Option<OfferIn<E>>,
+    /// MASTER: entries in our table that pass the filter (the last dump, then events).
+    table_estimate: usize,
+    /// A complete offer waiting for our own table (see [`SyncCore::take_merge_request`]).
+    merge_pending: Option<Vec<E>>,
+}
+
+struct OfferIn<E> {
+    epoch: u64,
+    entries: Vec<E>,
 }
 
 impl<E: SyncEntry> SyncCore<E> {
@@ -204,6 +285,13 @@ impl<E: SyncEntry> SyncCore<E> {
             hold_reported: None,
             last_full_sync: None,
             counters: SyncCounters::default(),
+            served_alone: false,
+            offer_out: false,
+            offering: false,
+            merge_expected: false,
+            offer_in: None,
+            merge_pending: None,
+            table_estimate: 0,
         }
     }
 
@@ -259,6 +347,9 @@ impl<E: SyncEntry> SyncCore<E> {
                 self.ops.clear();
                 self.hold_until = None;
                 self.resync_wanted = self.connected;
+                if !self.connected {
+                    self.served_alone = true;
+                }
             }
             Role::Backup | Role::Stopped => {
                 // Leaving MASTER: nothing more is sent, in particular not the deletions our own
@@ -267,6 +358,11 @@ impl<E: SyncEntry> SyncCore<E> {
                 if from == Role::Master {
                     self.counters.deletes_suppressed += dropped;
                 }
+                // The peer is (or becomes) MASTER and merges what we offered; its table is the
+                // reference for us now.
+                self.offer_in = None;
+                self.merge_pending = None;
+                self.merge_expected = false;
                 self.clear_outgoing();
                 if from == Role::Master && role == Role::Backup {
                     // The new master's first records may have reached us while we were still
@@ -288,8 +384,11 @@ impl<E: SyncEntry> SyncCore<E> {
         self.pending.clear();
         self.held_deletes.clear();
         self.held_index.clear();
-        self.resync_out.clear();
-        self.resync_wanted = false;
+        if !self.offering {
+            // An offer in progress is finished: the peer merges it.
+            self.resync_out.clear();
+        }
+        self.resync_wanted = self.offer_out;
     }
 
     /// Entries found in our own table on becoming BACKUP: each is swept by the next resync
@@ -316,6 +415,13 @@ impl<E: SyncEntry> SyncCore<E> {
 
     pub fn on_connected(&mut self, now: Instant) {
         self.connected = true;
+        if std::mem::take(&mut self.served_alone) {
+            // A split brain may be healing: our table goes to the peer whatever our role, and
+            // a table it sends while we are MASTER is merged into ours per flow.
+            self.offer_out = true;
+            self.merge_expected = true;
+            self.resync_wanted = true;
+        }
         match self.role {
             Role::Master => self.resync_wanted = true,
             // The peer came back: hold preemption until its table has reached us.
@@ -328,9 +434,17 @@ impl<E: SyncEntry> SyncCore<E> {
         self.connected = false;
         self.resync_in = None;
         self.control_out.clear();
+        self.offer_in = None;
+        self.merge_expected = false;
+        self.offer_out = false;
+        self.offering = false;
         if self.role == Role::Master {
+            self.served_alone = true;
             // Lost with the connection; the peer gets a full resync when it is back.
             self.clear_outgoing();
+        } else {
+            self.resync_out.clear();
+            self.resync_wanted = false;
         }
     }
 
@@ -358,6 +472,7 @@ impl<E: SyncEntry> SyncCore<E> {
                 self.counters.events_filtered += 1;
             }
             LocalEvent::New(e) => {
+                self.table_estimate += 1;
                 // The flow exists (again): an older held delete must not overtake it.
                 self.held_index.remove(&e.key());
                 self.enqueue(e.key(), Pending::Upsert(e));
@@ -376,6 +491,7 @@ impl<E: SyncEntry> SyncCore<E> {
                     self.counters.events_filtered += 1;
                     return;
                 }
+                self.table_estimate = self.table_estimate.saturating_sub(1);
                 if self.suppress_deletes_until.is_some_and(|t| now < t) {
                     self.counters.deletes_suppressed += 1;
                     return;
@@ -409,6 +525,26 @@ impl<E: SyncEntry> SyncCore<E> {
 
     /// Time passed: held deletions are released, the preempt hold may run out.
     pub fn on_timer(&mut self, now: Instant) {
+        if self.many_deletions() {
+            if now < self.mass_deadline() {
+                return self.on_timer_rest(now); // still deleting: wait for the end of it
+            }
+            let held = self.held_deletes.len();
+            if held >= self.table_estimate {
+                // Most of the table went (a flush): our table after it says more, in far
+                // fewer records, than each deletion.
+                let oldest = self.held_deletes.front().map_or(now, |(at, _)| *at);
+                tracing::info!(
+                    deletions = held,
+                    took = ?now.saturating_duration_since(oldest),
+                    "mass deletion: replicating it as a resync of the table"
+                );
+                self.counters.mass_deletions += 1;
+                self.held_deletes.clear();
+                self.held_index.clear();
+                self.resync_wanted = true;
+            }
+        }
         while let Some((at, _)) = self.held_deletes.front() {
             if now < *at + self.cfg.delete_hold {
                 break;
@@ -420,6 +556,10 @@ impl<E: SyncEntry> SyncCore<E> {
                 self.enqueue(key, Pending::Delete(e));
             }
         }
+        self.on_timer_rest(now);
+    }
+
+    fn on_timer_rest(&mut self, now: Instant) {
         if self.suppress_deletes_until.is_some_and(|t| now >= t) {
             self.suppress_deletes_until = None;
         }
@@ -431,12 +571,33 @@ impl<E: SyncEntry> SyncCore<E> {
         }
     }
 
+    /// Many deletions held: wait for the end of the burst, then replicate it as one resync if
+    /// most of the table went (a flush), else one by one.
+    fn many_deletions(&self) -> bool {
+        self.connected && self.held_deletes.len() >= self.cfg.mass_delete
+    }
+
+    /// A mass deletion is replicated once its first deletion was held long enough and no
+    /// deletion came for [`MASS_QUIET`] (bounded by [`MASS_WAIT`]).
+    fn mass_deadline(&self) -> Instant {
+        let (Some((oldest, _)), Some((newest, _))) =
+            (self.held_deletes.front(), self.held_deletes.back())
+        else {
+            return Instant::now();
+        };
+        let released = *oldest + self.cfg.delete_hold;
+        released.max(*newest + MASS_QUIET).min(released + MASS_WAIT)
+    }
+
     /// When [`SyncCore::on_timer`] must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let release = self
-            .held_deletes
-            .front()
-            .map(|(at, _)| *at + self.cfg.delete_hold);
+        let release = if self.many_deletions() {
+            Some(self.mass_deadline())
+        } else {
+            self.held_deletes
+                .front()
+                .map(|(at, _)| *at + self.cfg.delete_hold)
+        };
         [release, self.hold_until].into_iter().flatten().min()
     }
 
@@ -452,7 +613,8 @@ impl<E: SyncEntry> SyncCore<E> {
 
     /// `Some(epoch)` when the driver must dump the table and pass it to [`SyncCore::begin_resync`].
     pub fn take_resync_request(&mut self) -> Option<u64> {
-        if !(self.resync_wanted && self.connected && self.role == Role::Master) {
+        let may_send = self.role == Role::Master || (self.offer_out && self.role == Role::Backup);
+        if !(self.resync_wanted && self.connected && may_send) {
             return None;
         }
         self.resync_wanted = false;
@@ -463,9 +625,11 @@ impl<E: SyncEntry> SyncCore<E> {
     /// Queues a full table transfer. The dump supersedes every change queued before it; events
     /// read after the dump follow it.
     pub fn begin_resync(&mut self, epoch: u64, table: Vec<E>) {
-        if self.role != Role::Master || !self.connected {
+        let offer = std::mem::take(&mut self.offer_out);
+        if !self.connected || !(self.role == Role::Master || (offer && self.role == Role::Backup)) {
             return;
         }
+        self.offering = offer;
         self.order.clear();
         self.pending.clear();
         self.resync_out.clear();
@@ -477,6 +641,7 @@ impl<E: SyncEntry> SyncCore<E> {
             .into_iter()
             .filter(|e| self.filter.passes(e.protocol(), e.addresses()))
             .partition(|e| e.is_related());
+        self.table_estimate = plain.len() + related.len();
         for e in plain.into_iter().chain(related) {
             count += 1;
             self.resync_out.push_back(Record::Upsert(e));
@@ -493,10 +658,23 @@ impl<E: SyncEntry> SyncCore<E> {
         if let Some(r) = self.control_out.pop_front() {
             return Some(r.encode());
         }
+        if self.offering && self.role != Role::Master {
+            let r = self.resync_out.pop_front();
+            if r.is_none() || self.resync_out.is_empty() {
+                self.offering = false;
+            }
+            if matches!(r, Some(Record::Upsert(_))) {
+                self.counters.entries_sent += 1;
+            }
+            return r.map(|r| r.encode());
+        }
         if self.role != Role::Master {
             return None;
         }
         let record = if let Some(r) = self.resync_out.pop_front() {
+            if self.resync_out.is_empty() {
+                self.offering = false;
+            }
             r
         } else {
             let key = self.order.pop_front()?;
@@ -525,6 +703,10 @@ impl<E: SyncEntry> SyncCore<E> {
             if self.role == Role::Master {
                 self.resync_wanted = self.connected;
             }
+            return;
+        }
+        if self.role == Role::Master && self.merge_expected {
+            self.merge_input(record);
             return;
         }
         if self.role != Role::Backup {
@@ -628,6 +810,89 @@ impl<E: SyncEntry> SyncCore<E> {
             }
             Record::ResyncRequest => {} // answered above
         }
+    }
+
+    /// MASTER after a split brain: the peer's table is collected, then merged with ours.
+    fn merge_input(&mut self, record: Record<E>) {
+        match record {
+            Record::ResyncBegin { epoch } => {
+                self.offer_in = Some(OfferIn {
+                    epoch,
+                    entries: Vec::new(),
+                });
+            }
+            Record::Upsert(e) => {
+                self.counters.entries_received += 1;
+                if !self.filter.passes(e.protocol(), e.addresses()) {
+                    self.count_error("filtered-input");
+                    return;
+                }
+                match &mut self.offer_in {
+                    Some(o) => o.entries.push(e),
+                    None => self.count_error("stale-input"),
+                }
+            }
+            Record::ResyncEnd { epoch, count } => {
+                let Some(o) = self.offer_in.take() else {
+                    self.count_error("resync-end-without-begin");
+                    return;
+                };
+                if o.epoch != epoch || o.entries.len() as u64 != count {
+                    self.count_error("resync-incomplete");
+                    return;
+                }
+                self.merge_expected = false;
+                self.merge_pending = Some(o.entries);
+            }
+            Record::Delete(_) => self.count_error("stale-input"),
+            Record::ResyncRequest => {}
+        }
+    }
+
+    /// True when the driver must dump our table and pass it to [`SyncCore::merge`].
+    pub fn take_merge_request(&mut self) -> bool {
+        self.merge_pending.is_some() && self.role == Role::Master
+    }
+
+    /// The merge cannot be done (our table could not be read): ours stays the reference.
+    pub fn abandon_merge(&mut self) {
+        self.merge_pending = None;
+    }
+
+    /// Installs, per flow, the peer's entries that are fresher than ours (or that we lack),
+    /// re-created so the kernel picks the windows up from the next packets. The kernel's events
+    /// for them replicate the merged view back to the peer. Returns how many were taken.
+    pub fn merge(&mut self, table: Vec<E>) -> usize {
+        let Some(offered) = self.merge_pending.take() else {
+            return 0;
+        };
+        if self.role != Role::Master {
+            return 0;
+        }
+        let ours: HashMap<E::Key, E> = table.into_iter().map(|e| (e.key(), e)).collect();
+        let (mut taken, mut related) = (Vec::new(), Vec::new());
+        for e in offered {
+            let key = e.key();
+            match ours.get(&key) {
+                Some(mine) if !peer_is_fresher(&e, mine) => continue,
+                Some(_) => self.ops.push(Op::Remove(key)),
+                None => {}
+            }
+            if e.is_related() {
+                related.push(e);
+            } else {
+                taken.push(e);
+            }
+        }
+        taken.extend(related);
+        let n = taken.len();
+        self.counters.merged += n as u64;
+        self.ops.extend(taken.into_iter().map(Op::Install));
+        tracing::info!(
+            merged = n,
+            "merged the peer's fresher conntrack entries after a split brain"
+        );
+        n
     }
 
     /// Kernel operations to apply, in order.

@@ -65,6 +65,10 @@ impl SyncEntry for Fake {
             ..newer.clone()
         };
     }
+    /// TCP state in the low bits, 0x80 = data unacknowledged.
+    fn tcp_state(&self) -> Option<(u8, bool)> {
+        (self.protocol == PROTO_TCP).then_some((self.state & 0x7f, self.state & 0x80 != 0))
+    }
     fn decode(b: &[u8]) -> Result<Self, &'static str> {
         if b.len() != 17 {
             return Err("length");
@@ -461,4 +465,233 @@ fn preempt_is_held_until_a_full_resync_or_the_timeout() {
     b.on_timer(deadline);
     assert_eq!(b.poll_preempt_hold(), Some(false));
     let _ = PROTO_UDP;
+}
+
+fn aged(port: u16, state: u8, timeout: u32) -> Fake {
+    Fake {
+        timeout,
+        ..flow(port, state)
+    }
+}
+
+#[test]
+fn freshness_follows_the_state_and_the_time_since_the_last_packet() {
+    const EST: u8 = 3;
+    const UNACK: u8 = 0x80;
+    // Same state: the entry refreshed more recently has more left.
+    assert!(peer_is_fresher(
+        &aged(1, EST, 431_990),
+        &aged(1, EST, 431_900)
+    ));
+    assert!(!peer_is_fresher(
+        &aged(1, EST, 431_900),
+        &aged(1, EST, 431_990)
+    ));
+    // Ties keep ours.
+    assert!(!peer_is_fresher(&aged(1, EST, 100), &aged(1, EST, 100)));
+    // Closed where it was seen last: a later state wins even with a short timeout.
+    assert!(peer_is_fresher(&aged(1, 7, 110), &aged(1, EST, 431_999)));
+    assert!(!peer_is_fresher(&aged(1, EST, 431_999), &aged(1, 7, 110)));
+    // Refreshed 2 s ago with unacknowledged data (300 s timeout) beats one idle for 10 s.
+    assert!(peer_is_fresher(
+        &aged(1, EST | UNACK, 298),
+        &aged(1, EST, 431_990)
+    ));
+    assert!(!peer_is_fresher(
+        &aged(1, EST | UNACK, 250),
+        &aged(1, EST, 431_990)
+    ));
+    // UDP: the larger remaining timeout.
+    let udp = |t| Fake {
+        protocol: PROTO_UDP,
+        ..aged(9, 0, t)
+    };
+    assert!(peer_is_fresher(&udp(30), &udp(12)));
+    assert!(!peer_is_fresher(&udp(12), &udp(30)));
+}
+
+/// Both routers were MASTER while the sync link was down (split brain); a, the higher priority,
+/// stays MASTER when it heals, b steps back. b forwarded the flows meanwhile.
+fn split_brain(now: Instant) -> (SyncCore<Fake>, SyncCore<Fake>) {
+    let mut a = master(now);
+    let mut b = core(now);
+    b.on_connected(now);
+    // a's table reaches b first.
+    let epoch = a.take_resync_request().unwrap();
+    a.begin_resync(epoch, vec![aged(1, 3, 431_999)]);
+    pump(&mut a, &mut b, now);
+    b.take_ops();
+    a.on_disconnected();
+    b.on_disconnected();
+    b.set_role(Role::Master, now);
+    (a, b)
+}
+
+#[test]
+fn after_a_split_brain_the_master_takes_the_peers_fresher_entries() {
+    let now = Instant::now();
+    let (mut a, mut b) = split_brain(now);
+    // The link heals: b hears a's higher priority before the channel is back.
+    b.set_role(Role::Backup, now);
+    a.on_connected(now);
+    b.on_connected(now);
+    // Both send their tables: a as MASTER, b (BACKUP now) as an offer.
+    let ea = a.take_resync_request().expect("a sends its table");
+    let eb = b
+        .take_resync_request()
+        .expect("b offers its table though BACKUP");
+    // a's view is stale: flow 1 idle since the cut, flow 2 ended on b, flow 3 new on b.
+    a.begin_resync(ea, vec![aged(1, 3, 431_900), aged(2, 3, 431_900)]);
+    b.begin_resync(
+        eb,
+        vec![aged(1, 3, 431_999), aged(2, 7, 118), aged(3, 3, 431_998)],
+    );
+    // b asks for a's table on leaving MASTER too; the offer goes first.
+    for bytes in std::iter::from_fn(|| b.poll_transmit()) {
+        a.on_message(&bytes, now);
+    }
+    assert!(
+        a.take_merge_request(),
+        "a merges once b's whole table arrived"
+    );
+    a.merge(vec![
+        aged(1, 3, 431_900),
+        aged(2, 3, 431_900),
+        aged(4, 3, 431_900),
+    ]);
+    assert_eq!(
+        a.take_ops(),
+        vec![
+            Op::Remove((PROTO_TCP, 1)),
+            Op::Remove((PROTO_TCP, 2)),
+            Op::Install(aged(1, 3, 431_999)),
+            Op::Install(aged(2, 7, 118)),
+            Op::Install(aged(3, 3, 431_998)),
+        ]
+    );
+    assert_eq!(a.counters().merged, 3);
+    assert!(!a.take_merge_request());
+    // The kernel's events for the merged entries go to b, after a's (stale) table.
+    a.on_local_event(LocalEvent::New(aged(1, 3, 431_999)), now);
+    for bytes in std::iter::from_fn(|| a.poll_transmit()) {
+        b.on_message(&bytes, now);
+    }
+    let ops = b.take_ops();
+    assert_eq!(
+        ops.first(),
+        Some(&Op::Install(aged(1, 3, 431_900)))
+    );
+    assert_eq!(ops.last(), Some(&Op::Install(aged(1, 3, 431_999))));
+}
+
+#[test]
+fn without_a_split_brain_a_master_still_ignores_its_peers_table() {
+    let now = Instant::now();
+    // a was MASTER with b connected all along; b restarts (it never served alone).
+    let mut a = master(now);
+    let e = a.take_resync_request().unwrap();
+    a.begin_resync(e, vec![]);
+    drain(&mut a);
+    let mut b = core(now);
+    b.on_connected(now);
+    assert_eq!(
+        b.take_resync_request(),
+        None,
+        "a plain BACKUP offers nothing"
+    );
+    // A table that arrives anyway (e.g. from an old master) is stale input.
+    let mut old = master(now);
+    let e = old.take_resync_request().unwrap();
+    old.begin_resync(e, vec![aged(1, 3, 431_999)]);
+    for bytes in std::iter::from_fn(|| old.poll_transmit()) {
+        a.on_message(&bytes, now);
+    }
+    assert!(!a.take_merge_request());
+    assert!(a.take_ops().is_empty());
+    assert!(a.counters().errors["stale-input"] >= 1);
+}
+
+#[test]
+fn an_offer_in_progress_is_finished_when_leaving_master() {
+    let now = Instant::now();
+    let (mut a, mut b) = split_brain(now);
+    a.on_connected(now);
+    b.on_connected(now);
+    let eb = b.take_resync_request().unwrap();
+    b.begin_resync(eb, vec![aged(1, 3, 431_999)]);
+    let first = b.poll_transmit().unwrap();
+    b.set_role(Role::Backup, now);
+    let rest: Vec<Record<Fake>> = std::iter::once(first)
+        .chain(std::iter::from_fn(|| b.poll_transmit()))
+        .map(|x| Record::decode(&x).unwrap())
+        .collect();
+    // The request for a's table may overtake the rest of the offer (a answers it anyway).
+    assert_eq!(
+        rest,
+        vec![
+            Record::ResyncBegin { epoch: eb },
+            Record::ResyncRequest,
+            Record::Upsert(aged(1, 3, 431_999)),
+            Record::ResyncEnd {
+                epoch: eb,
+                count: 1
+            },
+        ]
+    );
+}
+
+#[test]
+fn a_mass_deletion_is_replicated_as_a_resync_not_per_flow() {
+    let now = Instant::now();
+    let mut m = master(now);
+    let e = m.take_resync_request().unwrap();
+    m.begin_resync(e, vec![]);
+    drain(&mut m);
+    let n = SyncConfig::default().mass_delete as u16 + 10;
+    for port in 1..=n {
+        m.on_local_event(LocalEvent::Destroy(flow(port, 3)), now);
+    }
+    let hold = SyncConfig::default().delete_hold;
+    m.on_timer(now + hold);
+    assert!(drain(&mut m).is_empty(), "no Delete per flow");
+    let epoch = m.take_resync_request().expect("the table is sent instead");
+    m.begin_resync(epoch, vec![flow(9999, 3)]);
+    assert_eq!(
+        drain(&mut m),
+        vec![
+            Record::ResyncBegin { epoch },
+            Record::Upsert(flow(9999, 3)),
+            Record::ResyncEnd { epoch, count: 1 },
+        ]
+    );
+    assert_eq!(m.counters().mass_deletions, 1);
+    // A few deletions still go one by one.
+    for port in 1..=3 {
+        m.on_local_event(LocalEvent::Destroy(flow(port, 3)), now + hold);
+    }
+    m.on_timer(now + hold * 2);
+    assert_eq!(drain(&mut m).len(), 3);
+    assert_eq!(m.take_resync_request(), None);
+}
+
+#[test]
+fn many_deletions_in_a_big_table_still_go_one_by_one() {
+    let now = Instant::now();
+    let mut m = master(now);
+    let e = m.take_resync_request().unwrap();
+    let n = SyncConfig::default().mass_delete as u16;
+    m.begin_resync(e, (1..=3 * n).map(|p| flow(p, 3)).collect());
+    drain(&mut m);
+    for port in 1..=n {
+        m.on_local_event(LocalEvent::Destroy(flow(port, 3)), now);
+    }
+    let hold = SyncConfig::default().delete_hold;
+    m.on_timer(now + hold);
+    assert_eq!(m.take_resync_request(), None);
+    assert_eq!(
+        drain(&mut m).len(),
+        n as usize,
+        "a third of the table: Delete records"
+    );
+    assert_eq!(m.counters().mass_deletions, 0);
 }

@@ -47,6 +47,14 @@ impl SyncEntry for Entry {
     fn merge_update(&mut self, newer: &Self) {
         Entry::merge_update(self, newer)
     }
+    fn tcp_state(&self) -> Option<(u8, bool)> {
+        /// IP_CT_TCP_FLAG_DATA_UNACKNOWLEDGED
+        const DATA_UNACKNOWLEDGED: u8 = 0x10;
+        self.tcp.map(|t| {
+            let (o, r) = t.flags.unwrap_or((0, 0));
+            (t.state, (o | r) & DATA_UNACKNOWLEDGED != 0)
+        })
+    }
 }
 
 /// Everything the task needs from the configuration and the daemon.
@@ -157,12 +165,21 @@ impl SyncHandle {
         let mut core = SyncCore::new(settings.core.clone(), filter, Instant::now());
         let table = kernel.dump().await?;
         core.adopt(table);
-        let (sender, receiver) = channel::spawn(ChannelConfig {
-            local: settings.local,
-            peer: settings.peer,
-            key: settings.key.clone(),
-            queue_limit: 65_536,
-        })
+        // Redial at least every second: after a split brain heals, the merge waits for the
+        // channel while the higher-priority router already forwards with its stale table.
+        let timing = channel::Timing {
+            backoff_max: Duration::from_secs(1),
+            ..channel::Timing::default()
+        };
+        let (sender, receiver) = channel::spawn_with_timing(
+            ChannelConfig {
+                local: settings.local,
+                peer: settings.peer,
+                key: settings.key.clone(),
+                queue_limit: 65_536,
+            },
+            timing,
+        )
         .map_err(|source| SyncError::Channel {
             local: settings.local,
             source,
@@ -265,6 +282,10 @@ impl Task {
             if let Some(epoch) = self.core.take_resync_request() {
                 self.resync(epoch).await;
             }
+            if self.core.take_merge_request() {
+                self.merge().await;
+                self.apply_ops().await;
+            }
             self.transmit();
             while let Some(held) = self.core.poll_preempt_hold() {
                 let _ = self.hold.send(held);
@@ -302,6 +323,10 @@ impl Task {
                         let now = Instant::now();
                         for event in batch.drain(..) {
                             self.core.on_local_event(local_event(event), now);
+                        }
+                        // A stream of events must not starve the timers (held deletions).
+                        if self.core.poll_timeout().is_some_and(|t| now >= t) {
+                            self.core.on_timer(now);
                         }
                     }
                     Err(e) => {
@@ -455,8 +480,14 @@ impl Task {
     }
 
     async fn remove(&mut self, keys: Vec<FlowKey>) {
+        let start = Instant::now();
         match self.kernel.remove(&keys).await {
-            Ok(n) => self.core.counters_mut().entries_removed += n as u64,
+            Ok(n) => {
+                if keys.len() >= 10_000 {
+                    tracing::info!(entries = n, took = ?start.elapsed(), "removed conntrack entries");
+                }
+                self.core.counters_mut().entries_removed += n as u64
+            }
             Err(e) => {
                 tracing::warn!(entries = keys.len(), "removing replicated entries: {e}");
                 *self
@@ -484,6 +515,20 @@ impl Task {
                 tracing::warn!("conntrack dump for a resync: {e}");
                 self.core
                     .on_local_event(LocalEvent::Overrun, Instant::now());
+            }
+        }
+    }
+
+    /// After a split brain: our table against the peer's, fresher entries installed at once.
+    async fn merge(&mut self) {
+        match self.kernel.dump().await {
+            Ok(table) => {
+                self.core.merge(table);
+            }
+            Err(e) => {
+                // Nothing merged: the peer's view is lost; ours stays the reference.
+                tracing::warn!("conntrack dump for a split-brain merge: {e}");
+                self.core.abandon_merge();
             }
         }
     }
@@ -552,6 +597,8 @@ impl Task {
             "overruns": c.overruns,
             "last-divergence": c.last_divergence,
             "divergence-total": c.divergence_total,
+            "merged": c.merged,
+            "mass-deletions": c.mass_deletions,
             "messages-sent": ch.messages_sent,
             "messages-received": ch.messages_received,
             "bytes-sent": ch.bytes_sent,
