@@ -13,16 +13,15 @@ mod conntrackd;
 mod lab;
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant, SystemTime};
 
 use lab::conntrack::{
-    Traffic, alive_since, reset_gaps, router_with_sync, show_sync, stateful_routers, summary,
+    Traffic, alive_since, in_router, listed_ipv4, reset_gaps, router_with_sync, show_sync,
+    stateful_routers, summary, synthetic_udp,
 };
 use lab::{Daemon, Lab, SERVER4};
-use vrrpd::conntrack::entry::{Entry, FlowKey, ReplyTuple, status};
+use vrrpd::conntrack::entry::Entry;
 use vrrpd::conntrack::kernel::Conntrack;
-use vrrpd::proto::Family;
 
 const UDP_FLOWS: usize = 10;
 
@@ -63,61 +62,12 @@ struct Params {
     flows: usize,
 }
 
-fn synthetic(i: usize) -> Entry {
-    let src = IpAddr::V4(Ipv4Addr::new(
-        10,
-        200 + (i >> 16) as u8,
-        (i >> 8) as u8,
-        i as u8,
-    ));
-    let server: IpAddr = SERVER4.parse().unwrap();
-    Entry {
-        key: FlowKey {
-            family: Family::Ipv4,
-            protocol: 17,
-            src,
-            dst: server,
-            src_port: 20000,
-            dst_port: 9999,
-            zone: 0,
-        },
-        reply: ReplyTuple {
-            src: server,
-            dst: src,
-            src_port: 9999,
-            dst_port: 20000,
-        },
-        status: status::SEEN_REPLY | status::ASSURED,
-        timeout: Some(3600),
-        mark: None,
-        tcp: None,
-        raw: Vec::new(),
-    }
-}
-
-/// Runs `f` with a tokio runtime on a thread inside `node`'s namespace.
-fn in_router<T: Send + 'static>(
-    lab: &Lab,
-    node: &str,
-    f: impl FnOnce(&tokio::runtime::Runtime) -> T + Send + 'static,
-) -> T {
-    lab::conntrack::in_netns(&lab.ns(node), move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        f(&rt)
-    })
-    .join()
-    .expect("thread in namespace")
-}
-
 fn install(lab: &Lab, node: &str, range: std::ops::Range<usize>) -> Duration {
     in_router(lab, node, move |rt| {
         rt.block_on(async move {
             let ct = Conntrack::open().expect("conntrack");
             let start = Instant::now();
-            let all: Vec<Entry> = range.map(synthetic).collect();
+            let all: Vec<Entry> = range.map(synthetic_udp).collect();
             for chunk in all.chunks(5000) {
                 let r = ct.install(chunk).await.expect("install");
                 assert_eq!(r.failed, 0, "{r:?}");
@@ -139,14 +89,6 @@ fn count(lab: &Lab, node: &str) -> usize {
         .trim()
         .parse()
         .unwrap_or(0)
-}
-
-/// Entries in the table (`conntrack -L`, IPv4): what lookups find. nf_conntrack_count (`-C`)
-/// also counts deleted entries whose destroy event the kernel has not delivered yet (it retries
-/// slowly when a listener's socket is full).
-fn listed(lab: &Lab, node: &str) -> usize {
-    let out = lab.exec(node, &["conntrack", "-L", "-f", "ipv4"]);
-    out.stdout.iter().filter(|b| **b == b'\n').count()
 }
 
 /// Median, 90th percentile and maximum of the flows' longest gaps.
@@ -239,7 +181,7 @@ impl System {
     /// What the backup lists after a flush (vrrpd: `conntrack -L`; conntrackd: external cache).
     fn backup_lists(&self, lab: &Lab) -> usize {
         match self {
-            System::Vrrpd { .. } => listed(lab, "b"),
+            System::Vrrpd { .. } => listed_ipv4(lab, "b"),
             System::Conntrackd(c) => c.b.external() as usize,
         }
     }
@@ -369,12 +311,12 @@ fn run_system(lab: &Lab, sys: &System, p: Params, m: &mut Metrics) {
     let t_flush = Instant::now();
     flush(lab, "a");
     std::thread::sleep(Duration::from_secs(1).saturating_sub(t_flush.elapsed()));
-    let (a1, b1) = (listed(lab, "a"), sys.backup_lists(lab));
+    let (a1, b1) = (listed_ipv4(lab, "a"), sys.backup_lists(lab));
     let t_list = t_flush.elapsed();
     m.insert("flush_divergence", b1.saturating_sub(a1) as f64);
     let converged = lab
         .wait_until(Duration::from_secs(45), || {
-            sys.backup_lists(lab) <= listed(lab, "a") + 10
+            sys.backup_lists(lab) <= listed_ipv4(lab, "a") + 10
         })
         .map(|_| t_flush.elapsed());
     if let Ok(c) = converged {

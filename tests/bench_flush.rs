@@ -5,69 +5,16 @@
 
 mod lab;
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use lab::conntrack::{in_netns, router_with_sync, show_sync, stateful_routers};
-use lab::{Lab, SERVER4};
-use vrrpd::conntrack::entry::{Entry, FlowKey, ReplyTuple, status};
+use lab::Lab;
+use lab::conntrack::{
+    in_router, listed_ipv4, router_with_sync, show_sync, stateful_routers, synthetic_udp,
+};
+use vrrpd::conntrack::entry::Entry;
 use vrrpd::conntrack::kernel::Conntrack;
-use vrrpd::proto::Family;
 
 const FLUSH: usize = 240_000;
-
-fn synthetic(i: usize) -> Entry {
-    let src = IpAddr::V4(Ipv4Addr::new(
-        10,
-        200 + (i >> 16) as u8,
-        (i >> 8) as u8,
-        i as u8,
-    ));
-    let server: IpAddr = SERVER4.parse().unwrap();
-    Entry {
-        key: FlowKey {
-            family: Family::Ipv4,
-            protocol: 17,
-            src,
-            dst: server,
-            src_port: 20000,
-            dst_port: 9999,
-            zone: 0,
-        },
-        reply: ReplyTuple {
-            src: server,
-            dst: src,
-            src_port: 9999,
-            dst_port: 20000,
-        },
-        status: status::SEEN_REPLY | status::ASSURED,
-        timeout: Some(3600),
-        mark: None,
-        tcp: None,
-        raw: Vec::new(),
-    }
-}
-
-fn in_router<T: Send + 'static>(
-    lab: &Lab,
-    node: &str,
-    f: impl FnOnce(&tokio::runtime::Runtime) -> T + Send + 'static,
-) -> T {
-    in_netns(&lab.ns(node), move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        f(&rt)
-    })
-    .join()
-    .expect("thread in namespace")
-}
-
-fn listed(lab: &Lab, node: &str) -> usize {
-    let out = lab.exec(node, &["conntrack", "-L", "-f", "ipv4"]);
-    out.stdout.iter().filter(|b| **b == b'\n').count()
-}
 
 #[test]
 #[ignore = "benchmark"]
@@ -82,18 +29,18 @@ fn bench_flush_convergence() {
             && show_sync(&lab, "a").is_ok_and(|s| s["connected"] == true)
     })
     .expect("a MASTER, connected");
-    let base = listed(&lab, "b");
+    let base = listed_ipv4(&lab, "b");
     in_router(&lab, "a", |rt| {
         rt.block_on(async {
             let ct = Conntrack::open().unwrap();
-            let all: Vec<Entry> = (0..FLUSH).map(synthetic).collect();
+            let all: Vec<Entry> = (0..FLUSH).map(synthetic_udp).collect();
             for chunk in all.chunks(5000) {
                 ct.install(chunk).await.unwrap();
             }
         })
     });
     lab.wait_until(Duration::from_secs(120), || {
-        listed(&lab, "b") >= base + FLUSH
+        listed_ipv4(&lab, "b") >= base + FLUSH
     })
     .expect("backup holds every entry");
     std::thread::sleep(Duration::from_secs(2));
@@ -105,7 +52,7 @@ fn bench_flush_convergence() {
     let flushed = t.elapsed();
     let converged = lab
         .wait_until(Duration::from_secs(60), || {
-            listed(&lab, "b") <= listed(&lab, "a") + 10
+            listed_ipv4(&lab, "b") <= listed_ipv4(&lab, "a") + 10
         })
         .map(|_| t.elapsed());
     let sa = show_sync(&lab, "a").unwrap();

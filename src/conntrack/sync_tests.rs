@@ -577,10 +577,7 @@ fn after_a_split_brain_the_master_takes_the_peers_fresher_entries() {
         b.on_message(&bytes, now);
     }
     let ops = b.take_ops();
-    assert_eq!(
-        ops.first(),
-        Some(&Op::Install(aged(1, 3, 431_900)))
-    );
+    assert_eq!(ops.first(), Some(&Op::Install(aged(1, 3, 431_900))));
     assert_eq!(ops.last(), Some(&Op::Install(aged(1, 3, 431_999))));
 }
 

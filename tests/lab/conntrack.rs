@@ -3,9 +3,7 @@
 //! entered the client's and the server's network namespaces.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -14,7 +12,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use super::{Lab, RouterConfig, vrrpd_bin};
+use vrrpd::conntrack::entry::{Entry, FlowKey, ReplyTuple, status};
+use vrrpd::proto::Family;
+
+use super::{Lab, RouterConfig, SERVER4, vrrpd_bin};
 
 pub const TCP_PORT: u16 = 5001;
 pub const UDP_PORT: u16 = 5002;
@@ -126,14 +127,70 @@ pub fn in_netns<T: Send + 'static>(
     ns: &str,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> JoinHandle<T> {
-    let path = format!("/run/netns/{ns}");
+    let ns = ns.to_owned();
     std::thread::spawn(move || {
-        let file = File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
-        // SAFETY: setns on a valid descriptor only changes this thread's network namespace.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        super::netns::enter(&ns).expect("entering the namespace");
         f()
     })
+}
+
+/// Runs `f` with a tokio runtime on a thread inside `node`'s namespace, and waits for it.
+pub fn in_router<T: Send + 'static>(
+    lab: &Lab,
+    node: &str,
+    f: impl FnOnce(&tokio::runtime::Runtime) -> T + Send + 'static,
+) -> T {
+    in_netns(&lab.ns(node), move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        f(&rt)
+    })
+    .join()
+    .expect("thread in namespace")
+}
+
+/// Synthetic entry `i` of the benchmarks: an assured UDP flow 10.200.x.y:20000 -> the lab's
+/// server :9999 (distinct for i < 2^24), with an hour to live.
+pub fn synthetic_udp(i: usize) -> Entry {
+    let src = IpAddr::V4(Ipv4Addr::new(
+        10,
+        200 + (i >> 16) as u8,
+        (i >> 8) as u8,
+        i as u8,
+    ));
+    let server: IpAddr = SERVER4.parse().unwrap();
+    Entry {
+        key: FlowKey {
+            family: Family::Ipv4,
+            protocol: 17,
+            src,
+            dst: server,
+            src_port: 20000,
+            dst_port: 9999,
+            zone: 0,
+        },
+        reply: ReplyTuple {
+            src: server,
+            dst: src,
+            src_port: 9999,
+            dst_port: 20000,
+        },
+        status: status::SEEN_REPLY | status::ASSURED,
+        timeout: Some(3600),
+        mark: None,
+        tcp: None,
+        raw: Vec::new(),
+    }
+}
+
+/// Entries in the table (`conntrack -L`, IPv4): what lookups find. nf_conntrack_count (`-C`)
+/// also counts deleted entries whose destroy event the kernel has not delivered yet (it retries
+/// slowly when a listener's socket is full).
+pub fn listed_ipv4(lab: &Lab, node: &str) -> usize {
+    let out = lab.exec(node, &["conntrack", "-L", "-f", "ipv4"]);
+    out.stdout.iter().filter(|b| **b == b'\n').count()
 }
 
 fn runtime() -> tokio::runtime::Runtime {
