@@ -1379,8 +1379,7 @@ impl Conntrack {
     /// Deletes these expectations (found by tuple and zone); returns how many existed.
     pub async fn remove_expectations(&self, exps: &[Expectation]) -> Result<usize, KernelError> {
         let mut req = self.inner.lock().await;
-        let mut removed = 0usize;
-        let mut failure = None;
+        let mut tally = AckTally::default();
         req.batch(
             exps.iter(),
             |buf, e, flags, seq| {
@@ -1399,20 +1398,10 @@ impl Conntrack {
                 )
             },
             |_| (),
-            |_, errno| match errno {
-                0 => removed += 1,
-                libc::ENOENT => {}
-                e => failure = failure.or(Some(e)),
-            },
+            |_, errno| tally.ack(errno),
         )
         .await?;
-        match failure {
-            Some(errno) => Err(KernelError::Kernel {
-                what: "deleting expectations",
-                errno,
-            }),
-            None => Ok(removed),
-        }
+        tally.result("deleting expectations")
     }
 
     /// Creates the entries; an entry that exists already is updated instead (without the
@@ -1484,8 +1473,7 @@ impl Conntrack {
     /// Deletes the entries with these keys; returns how many existed. ENOENT is not an error.
     pub async fn remove(&self, keys: &[FlowKey]) -> Result<usize, KernelError> {
         let mut req = self.inner.lock().await;
-        let mut removed = 0usize;
-        let mut failure = None;
+        let mut tally = AckTally::default();
         req.batch(
             keys.iter(),
             |buf, key, flags, seq| {
@@ -1498,27 +1486,17 @@ impl Conntrack {
                 )
             },
             |_| (),
-            |_, errno| match errno {
-                0 => removed += 1,
-                libc::ENOENT => {}
-                e => failure = failure.or(Some(e)),
-            },
+            |_, errno| tally.ack(errno),
         )
         .await?;
-        match failure {
-            Some(errno) => Err(KernelError::Kernel {
-                what: "deleting conntrack entries",
-                errno,
-            }),
-            None => Ok(removed),
-        }
+        tally.result("deleting conntrack entries")
     }
 
     /// Sets the remaining timeout of existing entries (refresh on the backup). Entries that do
     /// not exist (any more) are skipped.
     pub async fn set_timeouts(&self, entries: &[(FlowKey, u32)]) -> Result<(), KernelError> {
         let mut req = self.inner.lock().await;
-        let mut failure = None;
+        let mut tally = AckTally::default();
         req.batch(
             entries.iter(),
             |buf, (key, secs), flags, seq| {
@@ -1531,19 +1509,10 @@ impl Conntrack {
                 )
             },
             |_| (),
-            |_, errno| match errno {
-                0 | libc::ENOENT => {}
-                e => failure = failure.or(Some(e)),
-            },
+            |_, errno| tally.ack(errno),
         )
         .await?;
-        match failure {
-            Some(errno) => Err(KernelError::Kernel {
-                what: "refreshing timeouts",
-                errno,
-            }),
-            None => Ok(()),
-        }
+        tally.result("refreshing timeouts").map(|_| ())
     }
 
     /// Deletes every entry of both families.
@@ -1569,6 +1538,31 @@ impl Conntrack {
                 errno,
             }),
             None => Ok(()),
+        }
+    }
+}
+
+/// The ACKs of a batch of requests aimed at entries that may be gone already: how many took
+/// effect, and the first real failure (ENOENT is none).
+#[derive(Default)]
+struct AckTally {
+    applied: usize,
+    failure: Option<i32>,
+}
+
+impl AckTally {
+    fn ack(&mut self, errno: i32) {
+        match errno {
+            0 => self.applied += 1,
+            libc::ENOENT => {}
+            e => self.failure = self.failure.or(Some(e)),
+        }
+    }
+
+    fn result(self, what: &'static str) -> Result<usize, KernelError> {
+        match self.failure {
+            Some(errno) => Err(KernelError::Kernel { what, errno }),
+            None => Ok(self.applied),
         }
     }
 }
