@@ -41,8 +41,12 @@ fn single(p: RouterParams) -> Engine {
 
 /// A single group, started, with its start-up actions consumed.
 fn started(p: RouterParams) -> (Engine, Instant) {
+    started_engine(single(p))
+}
+
+/// The engine, started, with its start-up actions consumed.
+fn started_engine(mut e: Engine) -> (Engine, Instant) {
     let t0 = Instant::now();
-    let mut e = single(p);
     e.start(t0);
     drain(&mut e);
     (e, t0)
@@ -656,10 +660,7 @@ fn sync_group_does_not_become_master_while_a_member_is_down_at_start() {
 
 #[test]
 fn before_master_is_queued_once_per_move_ahead_of_every_address() {
-    let t0 = Instant::now();
-    let mut e = main_sync_group();
-    e.start(t0);
-    drain(&mut e);
+    let (mut e, t0) = started_engine(main_sync_group());
     let mdi = e.router(0).master_down_interval();
     let a = run_until(&mut e, t0 + mdi);
     let before: Vec<usize> = a
@@ -696,10 +697,7 @@ fn before_master_is_queued_once_per_move_ahead_of_every_address() {
 
 #[test]
 fn preempt_hold_follows_a_lower_master_until_released() {
-    let t0 = Instant::now();
-    let mut e = main_sync_group();
-    e.start(t0);
-    drain(&mut e);
+    let (mut e, t0) = started_engine(main_sync_group());
     e.set_preempt_hold(0, true);
     // Every member hears the same lower-priority master.
     let hear_lower = |e: &mut Engine, t| {
@@ -726,10 +724,7 @@ fn preempt_hold_follows_a_lower_master_until_released() {
 
 #[test]
 fn preempt_hold_still_takes_over_when_the_master_is_gone() {
-    let t0 = Instant::now();
-    let mut e = main_sync_group();
-    e.start(t0);
-    drain(&mut e);
+    let (mut e, t0) = started_engine(main_sync_group());
     e.set_preempt_hold(0, true);
     let mdi = e.router(0).master_down_interval();
     run_until(&mut e, t0 + mdi);
