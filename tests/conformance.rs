@@ -23,9 +23,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use vrrpd::config::{self, Config};
-use vrrpd::proto::engine::{Action, Engine, GroupSpec, NotifyTarget, SyncGroup};
+use vrrpd::proto::engine::{Action, Engine, NotifyTarget};
 use vrrpd::proto::packet::{Advert, VRRP_MCAST_V4, VRRP_MCAST_V6, VRRP_PROTO};
-use vrrpd::proto::router::RouterParams;
 use vrrpd::proto::{ChecksumForm, Family};
 
 fn dir() -> PathBuf {
@@ -275,35 +274,10 @@ impl<'a> Replay<'a> {
                         })
                         .1
                 });
-                GroupSpec {
-                    params: RouterParams {
-                        name: g.name.clone(),
-                        vrid: g.vrid,
-                        family: g.family,
-                        priority: g.priority,
-                        advertise_interval: g.advertise_interval,
-                        preempt: g.preempt,
-                        preempt_delay: g.preempt_delay,
-                        accept: g.accept,
-                        addresses: g.addresses.iter().map(|a| a.addr()).collect(),
-                        primary_address: primary,
-                    },
-                    sync_group: g
-                        .sync_group
-                        .as_ref()
-                        .and_then(|s| config.sync_groups.iter().position(|x| &x.name == s)),
-                }
+                config.group_spec(g, primary)
             })
             .collect();
-        let index_of = |name: &str| config.groups.iter().position(|g| g.name == name);
-        let sync_groups = config
-            .sync_groups
-            .iter()
-            .map(|s| SyncGroup {
-                name: s.name.clone(),
-                members: s.members.iter().filter_map(|m| index_of(m)).collect(),
-            })
-            .collect();
+        let sync_groups = config.engine_sync_groups();
         let links = config
             .groups
             .iter()

@@ -22,6 +22,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use crate::proto::engine::{GroupSpec, SyncGroup};
+use crate::proto::router::RouterParams;
 use crate::proto::{Centis, ChecksumForm, Family};
 
 /// Where the daemon looks for its configuration when no `-c` is given.
@@ -66,6 +68,41 @@ impl Config {
     /// The sync group called `name`.
     pub fn sync_group(&self, name: &str) -> Option<&SyncGroupConfig> {
         self.sync_groups.iter().find(|s| s.name == name)
+    }
+
+    /// What the protocol core is given for group `g`, whose primary address (advert source and
+    /// tie-breaker) the caller has found: its parameters and the index of its sync group.
+    pub fn group_spec(&self, g: &GroupConfig, primary: IpAddr) -> GroupSpec {
+        GroupSpec {
+            params: RouterParams {
+                name: g.name.clone(),
+                vrid: g.vrid,
+                family: g.family,
+                priority: g.priority,
+                advertise_interval: g.advertise_interval,
+                preempt: g.preempt,
+                preempt_delay: g.preempt_delay,
+                accept: g.accept,
+                addresses: g.addresses.iter().map(|a| a.addr()).collect(),
+                primary_address: primary,
+            },
+            sync_group: g
+                .sync_group
+                .as_ref()
+                .and_then(|name| self.sync_groups.iter().position(|s| &s.name == name)),
+        }
+    }
+
+    /// The sync groups as the protocol core takes them: members by their index in `groups`.
+    pub fn engine_sync_groups(&self) -> Vec<SyncGroup> {
+        let index_of = |name: &str| self.groups.iter().position(|g| g.name == name);
+        self.sync_groups
+            .iter()
+            .map(|s| SyncGroup {
+                name: s.name.clone(),
+                members: s.members.iter().filter_map(|m| index_of(m)).collect(),
+            })
+            .collect()
     }
 }
 

@@ -11,7 +11,6 @@ use crate::config::{Config, GroupConfig};
 use crate::netlink::Netlink;
 use crate::proto::Family;
 use crate::proto::engine::{GroupSpec, SyncGroup};
-use crate::proto::router::RouterParams;
 
 /// What the driver keeps per group besides the core's state.
 pub struct GroupRuntime {
@@ -156,25 +155,7 @@ pub async fn resolve(config: &Config, netlink: &Netlink) -> anyhow::Result<Resol
             }
         };
 
-        let sync_group = cfg
-            .sync_group
-            .as_ref()
-            .and_then(|name| config.sync_groups.iter().position(|s| &s.name == name));
-        specs.push(GroupSpec {
-            params: RouterParams {
-                name: cfg.name.clone(),
-                vrid: cfg.vrid,
-                family: cfg.family,
-                priority: cfg.priority,
-                advertise_interval: cfg.advertise_interval,
-                preempt: cfg.preempt,
-                preempt_delay: cfg.preempt_delay,
-                accept: cfg.accept,
-                addresses: cfg.addresses.iter().map(|a| a.addr()).collect(),
-                primary_address: primary,
-            },
-            sync_group,
-        });
+        specs.push(config.group_spec(cfg, primary));
         groups.push(GroupRuntime {
             config: cfg.clone(),
             vip_link,
@@ -188,15 +169,7 @@ pub async fn resolve(config: &Config, netlink: &Netlink) -> anyhow::Result<Resol
         });
     }
 
-    let index_of = |name: &str| config.groups.iter().position(|g| g.name == name);
-    let sync_groups = config
-        .sync_groups
-        .iter()
-        .map(|s| SyncGroup {
-            name: s.name.clone(),
-            members: s.members.iter().filter_map(|m| index_of(m)).collect(),
-        })
-        .collect();
+    let sync_groups = config.engine_sync_groups();
     Ok(Resolved {
         specs,
         sync_groups,
