@@ -218,6 +218,11 @@ impl Sim {
                 self.flush(i, t);
             }
             self.observe(t);
+            for n in &self.nodes {
+                if let Some(e) = &n.engine {
+                    assert!(e.timers_consistent(), "timer queue out of step at {t:?}");
+                }
+            }
         }
     }
 }

@@ -18,8 +18,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Config;
 use crate::control::{self, Request, Response};
+use crate::net::ReadySet;
 use crate::net::announce::Announcer;
-use crate::net::socket::{RxPacket, VrrpSocket};
+use crate::net::socket::{RxPacket, SocketError, VrrpSocket};
 use crate::netlink::{LinkMonitorEvent, Netlink};
 use crate::proto::engine::{Action, Engine, NotifyState, NotifyTarget};
 use crate::proto::packet::{Advert, VRRP_MCAST_V4, VRRP_MCAST_V6};
@@ -33,21 +34,24 @@ use setup::GroupRuntime;
 /// broken to name one.
 pub const UNKNOWN_VRID: &str = "unknown-vrid";
 
-/// Events already queued that the main loop handles in one go before it looks at the timers
-/// again: with hundreds of groups, recomputing the next deadline (a pass over every group) and
-/// re-arming the sleep per packet cost more than the packets.
-const EVENT_BATCH: usize = 256;
+/// Packets the main loop takes from one socket per pass before it looks at the others and at
+/// the timers: one flooded socket must not starve the rest.
+const RX_BATCH_PER_SOCKET: usize = 256;
 
-enum Event {
-    Packet {
-        socket: usize,
-        packet: RxPacket,
-    },
-    Control {
-        request: Request,
-        reply: oneshot::Sender<Response>,
-    },
+/// After a wake-up for packets, the sockets that had them stay unwatched this long while the
+/// rest of the burst queues (a master sends every group's advert at once); one pass then takes
+/// it. Only packets behind the first of a burst wait, at most this plus tokio's timer rounding
+/// (1 ms). Before a Master_Down_Timer decides, every socket is read anyway.
+const BURST_GAP: Duration = Duration::from_millis(1);
+
+/// A question from the control socket or the metrics endpoint, with where to send the answer.
+struct Event {
+    request: Request,
+    reply: oneshot::Sender<Response>,
 }
+
+/// What one pass over the sockets received: (socket index, packet or error).
+type Received = Vec<(usize, Result<RxPacket, SocketError>)>;
 
 pub struct Daemon {
     config: Config,
@@ -55,6 +59,8 @@ pub struct Daemon {
     netlink: Netlink,
     groups: Vec<GroupRuntime>,
     sockets: Vec<SocketRuntime>,
+    /// Read readiness of `sockets`, one-shot (see [`BURST_GAP`]).
+    ready: ReadySet,
     announcers: Vec<Announcer>,
     hooks: Option<HookWorker>,
     /// The `[bgp]` worker: prepends follow its sync group's state.
@@ -82,7 +88,7 @@ fn mismatches(stats: &crate::proto::router::Stats) -> (u64, u64) {
 const INPUT_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 struct SocketRuntime {
-    socket: std::sync::Arc<VrrpSocket>,
+    socket: VrrpSocket,
     family: Family,
     ifname: String,
 }
@@ -112,6 +118,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         netlink,
         groups: resolved.groups,
         sockets: Vec::new(),
+        ready: ReadySet::new(&[]).context("creating the VRRP sockets' epoll set")?,
         announcers: Vec::new(),
         hooks: Some(HookWorker::spawn()),
         bgp: config.bgp.as_ref().map(crate::bgp::BgpWorker::spawn),
@@ -140,7 +147,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .flat_map(|g| g.config.addresses.iter().copied())
         .collect();
     daemon.accept_filter = Some(accept::AcceptFilter::install(&no_accept).await);
-    daemon.open_io(&resolved.sockets, &events_tx)?;
+    daemon.open_io(&resolved.sockets)?;
     drop(events_tx);
     daemon.group_by_vrid = (daemon.groups.iter().enumerate())
         .map(|(g, rt)| ((rt.socket, rt.config.vrid), g))
@@ -158,29 +165,62 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     daemon.execute_actions().await;
     tracing::info!(groups = daemon.groups.len(), "vrrpd running");
 
+    let mut received: Received = Vec::new();
+    // Sockets that reported packets and are not watched again until the burst gap ends.
+    let mut unwatched: Vec<usize> = Vec::new();
+    let gap = tokio::time::sleep_until(tokio::time::Instant::now());
+    tokio::pin!(gap);
+    let mut in_gap = false;
+    // One sleep for the core's timers, moved only when the earliest deadline changes.
+    let timer = tokio::time::sleep_until(tokio::time::Instant::now());
+    tokio::pin!(timer);
+    let mut armed: Option<Instant> = None;
     loop {
         let deadline = daemon.engine.poll_timeout();
+        if deadline != armed {
+            if let Some(d) = deadline {
+                timer.as_mut().reset(d.into());
+            }
+            armed = deadline;
+        }
         tokio::select! {
             _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); break }
             _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break }
-            Some(event) = events.recv() => {
-                daemon.handle_event(event);
-                for _ in 1..EVENT_BATCH {
-                    let Ok(event) = events.try_recv() else { break };
-                    daemon.handle_event(event);
+            result = std::future::poll_fn(|cx| daemon.ready.poll_ready(cx, &mut unwatched)) => {
+                if let Err(e) = result {
+                    tracing::error!("watching the VRRP sockets: {e}");
                 }
+                // The first packet of a burst is handled now; the rest after the gap.
+                if !in_gap {
+                    daemon.receive(&unwatched, &mut received);
+                    daemon.handle_received(&mut received);
+                    in_gap = true;
+                    gap.as_mut().reset((Instant::now() + BURST_GAP).into());
+                }
+            }
+            () = &mut gap, if in_gap => {
+                if daemon.receive(&unwatched, &mut received) > 0 {
+                    daemon.handle_received(&mut received);
+                    gap.as_mut().reset((Instant::now() + BURST_GAP).into());
+                } else {
+                    daemon.watch_again(&mut unwatched);
+                    in_gap = false;
+                }
+            }
+            Some(event) = events.recv() => {
+                let _ = event.reply.send(daemon.answer(&event.request));
             }
             Some(event) = link_events.recv() => daemon.handle_link_event(event).await,
             Some(held) = conntrack::next_hold(&mut daemon.sync) => daemon.set_preempt_hold(held),
-            _ = sleep_until(deadline), if deadline.is_some() => {
+            () = &mut timer, if armed.is_some() => {
                 // Woken late (a loaded machine), the adverts that would have reset this timer
-                // may be waiting in the sockets: let the readers run, take what they queued,
-                // and only then decide whether the master is really down.
-                tokio::task::yield_now().await;
-                while let Ok(event) = events.try_recv() {
-                    daemon.handle_event(event);
-                }
+                // may be waiting in the sockets: take them first, and only then decide whether
+                // the master is really down.
+                let all: Vec<usize> = (0..daemon.sockets.len()).collect();
+                daemon.receive(&all, &mut received);
+                daemon.handle_received(&mut received);
                 daemon.engine.handle_timeout(Instant::now());
+                armed = None; // the sleep has completed: re-arm it whatever the next deadline
             }
         }
         daemon.execute_actions().await;
@@ -213,12 +253,6 @@ fn set_realtime_priority(priority: u8) {
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    if let Some(d) = deadline {
-        tokio::time::sleep_until(d.into()).await;
-    }
-}
-
 fn bind_control_socket(path: &std::path::Path) -> anyhow::Result<UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -237,7 +271,7 @@ fn bind_control_socket(path: &std::path::Path) -> anyhow::Result<UnixListener> {
 /// Hands a request to the main loop, which owns the state, and waits for its answer.
 async fn ask(events: &mpsc::Sender<Event>, request: Request) -> Option<Response> {
     let (reply, answer) = oneshot::channel();
-    events.send(Event::Control { request, reply }).await.ok()?;
+    events.send(Event { request, reply }).await.ok()?;
     answer.await.ok()
 }
 
@@ -328,47 +362,20 @@ impl Daemon {
         }
     }
 
-    fn open_io(
-        &mut self,
-        sockets: &[setup::SocketSpec],
-        events: &mpsc::Sender<Event>,
-    ) -> anyhow::Result<()> {
-        for (idx, spec) in sockets.iter().enumerate() {
+    fn open_io(&mut self, sockets: &[setup::SocketSpec]) -> anyhow::Result<()> {
+        for spec in sockets {
             let socket = VrrpSocket::open(&spec.ifname, spec.ifindex, spec.family, spec.source)
                 .with_context(|| {
                     format!("opening the {} VRRP socket on {}", spec.family, spec.ifname)
                 })?;
-            let socket = std::sync::Arc::new(socket);
-            let reader = socket.clone();
-            let events = events.clone();
-            tokio::spawn(async move {
-                loop {
-                    match reader.recv().await {
-                        Ok(packet) => {
-                            if events
-                                .send(Event::Packet {
-                                    socket: idx,
-                                    packet,
-                                })
-                                .await
-                                .is_err()
-                            {
-                                return;
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!("VRRP socket receive: {e}");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                    }
-                }
-            });
             self.sockets.push(SocketRuntime {
                 socket,
                 family: spec.family,
                 ifname: spec.ifname.clone(),
             });
         }
+        let fds: Vec<_> = self.sockets.iter().map(|s| s.socket.as_fd()).collect();
+        self.ready = ReadySet::new(&fds).context("watching the VRRP sockets")?;
         for g in &mut self.groups {
             g.announcer = self.announcers.len();
             let a = Announcer::open(g.vip_link)
@@ -378,11 +385,45 @@ impl Daemon {
         Ok(())
     }
 
-    fn handle_event(&mut self, event: Event) {
-        match event {
-            Event::Packet { socket, packet } => self.handle_packet(socket, packet),
-            Event::Control { request, reply } => {
-                let _ = reply.send(self.answer(&request));
+    /// Takes up to [`RX_BATCH_PER_SOCKET`] queued packets from each of `sockets`, without
+    /// waiting; returns how many it took.
+    fn receive(&self, sockets: &[usize], out: &mut Received) -> usize {
+        let before = out.len();
+        for &idx in sockets {
+            let socket = &self.sockets[idx].socket;
+            for _ in 0..RX_BATCH_PER_SOCKET {
+                match socket.try_recv() {
+                    Some(result) => out.push((idx, result)),
+                    None => break,
+                }
+            }
+        }
+        out.len() - before
+    }
+
+    /// Watches `sockets` for packets again (a socket with packets queued reports at once).
+    fn watch_again(&self, sockets: &mut Vec<usize>) {
+        for idx in sockets.drain(..) {
+            if let Err(e) = self.ready.arm(idx, self.sockets[idx].socket.as_fd()) {
+                tracing::error!(socket = %self.sockets[idx].ifname, "watching the VRRP socket again: {e}");
+            }
+        }
+    }
+
+    /// Feeds what [`Daemon::receive`] took to the core, in arrival order.
+    fn handle_received(&mut self, received: &mut Received) {
+        for (socket, result) in received.drain(..) {
+            match result {
+                Ok(packet) => self.handle_packet(socket, packet),
+                Err(e) => {
+                    // One bad datagram or a queued ICMP error: the socket stays usable.
+                    *self.unattributed_drops.entry("socket-error").or_default() += 1;
+                    if self.input_log.allow(Instant::now(), None, "socket-error") {
+                        tracing::warn!(
+                            "VRRP socket receive (counted; logged at most once a minute): {e}"
+                        );
+                    }
+                }
             }
         }
     }

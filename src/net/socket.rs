@@ -26,7 +26,7 @@
 use std::io;
 use std::mem;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::Mutex;
 
 use nix::sys::socket::{
@@ -36,6 +36,7 @@ use nix::sys::socket::{
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
 use tokio::io::unix::AsyncFd;
 
+use super::ready::ReadySet;
 use crate::proto::Family;
 
 /// The IP protocol number of VRRP.
@@ -130,6 +131,8 @@ pub struct VrrpSocket {
     /// Receive scratch space, allocated once: a fresh zeroed 64 KiB buffer per packet cost more
     /// than everything else a backup does with an advert. Only the packet is copied out.
     rx_buffer: Mutex<Box<[u8]>>,
+    /// Read readiness for [`VrrpSocket::recv`], made on first use.
+    own_ready_set: std::sync::OnceLock<ReadySet>,
 }
 
 impl VrrpSocket {
@@ -245,9 +248,11 @@ impl VrrpSocket {
             }
         }
 
+        // Write interest only: reads are watched one-shot through a ReadySet, so that a burst of
+        // adverts does not wake the reactor once per datagram.
         // SAFETY: `Socket` owns its descriptor, keeps it open until it is dropped and always
         // returns that same descriptor from `as_raw_fd`.
-        let fd = unsafe { AsyncFd::register(socket) }
+        let fd = unsafe { AsyncFd::register_with_interest(socket, tokio::io::Interest::WRITABLE) }
             .map_err(|e| fail("registering with the tokio reactor")(e.into()))?;
         Ok(VrrpSocket {
             fd,
@@ -256,6 +261,7 @@ impl VrrpSocket {
             family,
             source: Mutex::new(source),
             rx_buffer: Mutex::new(vec![0u8; RECV_BUFFER].into_boxed_slice()),
+            own_ready_set: std::sync::OnceLock::new(),
         })
     }
 
@@ -296,31 +302,55 @@ impl VrrpSocket {
         self.family
     }
 
-    /// Receives the next packet.
+    /// Receives the next packet (for a driver with one socket; the daemon watches all of its
+    /// sockets with one [`ReadySet`] and calls [`VrrpSocket::try_recv`]).
     pub async fn recv(&self) -> Result<RxPacket, SocketError> {
-        loop {
-            let mut guard = self.fd.readable().await.map_err(|e| self.recv_error(e))?;
-            let result = guard.try_io(|inner| {
-                let mut buf = self.rx_buffer.lock().unwrap_or_else(|p| p.into_inner());
-                match self.family {
-                    Family::Ipv4 => recv_v4(inner.get_ref(), &mut buf),
-                    Family::Ipv6 => recv_v6(inner.get_ref(), &mut buf),
-                }
-            });
-            match result {
-                Ok(Ok(Ok(packet))) => return Ok(packet),
-                Ok(Ok(Err(reason))) => {
-                    return Err(SocketError::Malformed {
-                        ifname: self.ifname.clone(),
-                        family: self.family,
-                        reason,
-                    });
-                }
-                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Ok(Err(e)) => return Err(self.recv_error(e)),
-                Err(_would_block) => continue,
+        let set = match self.own_ready_set.get() {
+            Some(set) => set,
+            None => {
+                let set = ReadySet::new(&[self.as_fd()]).map_err(|e| self.recv_error(e))?;
+                self.own_ready_set.get_or_init(|| set)
             }
+        };
+        loop {
+            if let Some(result) = self.try_recv() {
+                return result;
+            }
+            set.arm(0, self.as_fd()).map_err(|e| self.recv_error(e))?;
+            let mut ready = Vec::new();
+            std::future::poll_fn(|cx| set.poll_ready(cx, &mut ready))
+                .await
+                .map_err(|e| self.recv_error(e))?;
         }
+    }
+
+    /// Receives a packet if one is queued, without waiting: `None` when the socket is empty.
+    /// An error concerns one datagram (or a queued ICMP error); the socket stays usable.
+    pub fn try_recv(&self) -> Option<Result<RxPacket, SocketError>> {
+        loop {
+            let mut buf = self.rx_buffer.lock().unwrap_or_else(|p| p.into_inner());
+            let socket = self.fd.get_ref();
+            let result = match self.family {
+                Family::Ipv4 => recv_v4(socket, &mut buf),
+                Family::Ipv6 => recv_v6(socket, &mut buf),
+            };
+            return Some(match result {
+                Ok(Ok(packet)) => Ok(packet),
+                Ok(Err(reason)) => Err(SocketError::Malformed {
+                    ifname: self.ifname.clone(),
+                    family: self.family,
+                    reason,
+                }),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(self.recv_error(e)),
+            });
+        }
+    }
+
+    /// The socket's descriptor, for a [`ReadySet`].
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.get_ref().as_fd()
     }
 
     /// Sends `payload` (a VRRP message) to `destination` from the [`source`] address; the

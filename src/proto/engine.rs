@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use super::packet::{Advert, Received};
 use super::router::{Effect, Reason, RouterParams, State, VirtualRouter, Want};
+use super::timers::TimerQueue;
 
 /// Index of a virtual router in the engine (the order they were given to [`Engine::new`]).
 pub type GroupId = usize;
@@ -96,11 +97,16 @@ pub struct Engine {
     sync_groups: Vec<SyncGroup>,
     actions: VecDeque<Action>,
     started: bool,
+    /// Every router's next deadline, kept current by [`Engine::reschedule`] after each input.
+    timers: TimerQueue,
+    /// Scratch list of the routers due in [`Engine::handle_timeout`].
+    due: Vec<GroupId>,
 }
 
 impl Engine {
     pub fn new(groups: Vec<GroupSpec>, sync_groups: Vec<SyncGroup>) -> Engine {
         let sync_of = groups.iter().map(|g| g.sync_group).collect();
+        let count = groups.len();
         Engine {
             routers: groups
                 .into_iter()
@@ -110,6 +116,8 @@ impl Engine {
             sync_groups,
             actions: VecDeque::new(),
             started: false,
+            timers: TimerQueue::new(count),
+            due: Vec::new(),
         }
     }
 
@@ -133,15 +141,25 @@ impl Engine {
 
     /// When [`Engine::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.routers.iter().filter_map(|r| r.next_deadline()).min()
+        self.timers.earliest()
+    }
+
+    /// The timer queue agrees with the routers' own deadlines (for tests that drive the engine
+    /// through long random runs).
+    #[doc(hidden)]
+    pub fn timers_consistent(&self) -> bool {
+        let earliest = self.routers.iter().filter_map(|r| r.next_deadline()).min();
+        self.timers.earliest() == earliest
     }
 
     /// Holds off (or allows again) preemption for every member of a sync group: while held, its
     /// backups follow a lower-priority master instead of taking over from it. Used until a
     /// recovering router's conntrack table is resynchronised, as CARP does with pfsync.
     pub fn set_preempt_hold(&mut self, sync_group: SyncGroupId, held: bool) {
-        for &m in &self.sync_groups[sync_group].members {
+        for k in 0..self.sync_groups[sync_group].members.len() {
+            let m = self.sync_groups[sync_group].members[k];
             self.routers[m].set_preempt_held(held);
+            self.reschedule(m);
         }
     }
 
@@ -168,6 +186,9 @@ impl Engine {
             };
             self.apply(now, id, want);
         }
+        for id in 0..self.routers.len() {
+            self.reschedule(id);
+        }
     }
 
     /// An advert the codec accepted, delivered to the group of its interface, family and VRID.
@@ -177,20 +198,29 @@ impl Engine {
         if let Some(want) = want {
             self.apply(now, group, want);
         }
+        self.reschedule_with_siblings(group);
     }
 
-    /// Fires every timer that is due.
+    /// Fires every timer that is due, in group order.
     pub fn handle_timeout(&mut self, now: Instant) {
-        for id in 0..self.routers.len() {
-            if !self.routers[id].next_deadline().is_some_and(|t| t <= now) {
-                continue;
-            }
-            let (want, effects) = self.routers[id].handle_timeout(now);
-            self.push_effects(id, effects);
-            if let Some(want) = want {
-                self.apply(now, id, want);
-            }
+        let mut due = std::mem::take(&mut self.due);
+        while let Some(id) = self.timers.pop_due(now) {
+            due.push(id);
         }
+        due.sort_unstable();
+        for &id in &due {
+            // A sync-group sibling handled before it may have moved its timers.
+            if self.routers[id].next_deadline().is_some_and(|t| t <= now) {
+                let (want, effects) = self.routers[id].handle_timeout(now);
+                self.push_effects(id, effects);
+                if let Some(want) = want {
+                    self.apply(now, id, want);
+                }
+            }
+            self.reschedule_with_siblings(id);
+        }
+        due.clear();
+        self.due = due;
     }
 
     /// The group's links (its own interface and every tracked one) are all up, or not.
@@ -199,9 +229,14 @@ impl Engine {
             return;
         }
         self.routers[group].set_link_ok(all_up);
-        if !self.started {
-            return;
+        if self.started {
+            self.apply_link(now, group, all_up);
+            self.reschedule_with_siblings(group);
         }
+    }
+
+    /// The FAULT / leave-FAULT moves of a link change, after the engine has started.
+    fn apply_link(&mut self, now: Instant, group: GroupId, all_up: bool) {
         if !all_up {
             self.apply(
                 now,
@@ -259,8 +294,26 @@ impl Engine {
                 });
             }
             self.enter(now, id, State::Init, Reason::Shutdown);
+            self.reschedule(id);
         }
         self.started = false;
+    }
+
+    /// Brings router `id`'s entry in the timer queue up to date.
+    fn reschedule(&mut self, id: GroupId) {
+        self.timers.set(id, self.routers[id].next_deadline());
+    }
+
+    /// Reschedules the group and its sync-group siblings: every router an input can touch.
+    fn reschedule_with_siblings(&mut self, id: GroupId) {
+        match self.sync_of[id] {
+            Some(s) => {
+                for k in 0..self.sync_groups[s].members.len() {
+                    self.reschedule(self.sync_groups[s].members[k]);
+                }
+            }
+            None => self.reschedule(id),
+        }
     }
 
     fn target(&self, id: GroupId) -> NotifyTarget {

@@ -7,6 +7,7 @@ pub mod engine;
 pub mod packet;
 pub mod router;
 pub mod time;
+mod timers;
 
 use serde::{Deserialize, Serialize};
 

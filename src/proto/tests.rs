@@ -67,6 +67,7 @@ fn advert_from(source: IpAddr, vrid: u8, priority: u8, interval_cs: u16) -> Rece
 }
 
 fn drain(e: &mut Engine) -> Vec<Action> {
+    assert!(e.timers_consistent(), "the timer queue is out of step");
     std::iter::from_fn(|| e.poll_action()).collect()
 }
 
