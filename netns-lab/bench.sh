@@ -193,16 +193,22 @@ addresses_of() { awk '{ sub("/.*", "", $4); print $4 }'; }
 
 now() { date +%s.%N; }
 
-# CPU time of a set of PIDs in clock ticks: "utime+stime utime".
-cpu_ticks() {
-    local pid total=0 user=0 t u
+# CPU of a set of PIDs: "run-ns user-ticks switches". run-ns: nanoseconds on a CPU, from each
+# thread's schedstat (exact; stat's ticks are sampled at the tick, and undercounted a daemon
+# that wakes briefly between ticks by up to 3x). user-ticks: utime from stat (sampled, for the
+# user/kernel split only). switches: voluntary + involuntary context switches (wake-ups).
+cpu_sample() {
+    local pid task ns=0 user=0 cs=0
     for pid in "$@"; do
         [[ -r "/proc/$pid/stat" ]] || continue
-        # Fields after the ")" of the command name: utime and stime are the 12th and 13th.
-        read -r t u < <(sed 's/.*) //' "/proc/$pid/stat" | awk '{ print $12 + $13, $12 }')
-        total=$((total + t)) user=$((user + u))
+        for task in /proc/"$pid"/task/*; do
+            ns=$((ns + $(cut -d' ' -f1 "$task/schedstat" 2>/dev/null || echo 0)))
+            cs=$((cs + $(awk '/ctxt_switches/ { n += $2 } END { print n + 0 }' "$task/status" 2>/dev/null || echo 0)))
+        done
+        # Fields after the ")" of the command name: utime is the 12th.
+        user=$((user + $(sed 's/.*) //' "/proc/$pid/stat" | awk '{ print $12 }')))
     done
-    echo "$total $user"
+    echo "$ns $user $cs"
 }
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 threads() { awk '/^Threads:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
@@ -390,18 +396,18 @@ scale_case() { # GROUPS INTERVAL
         w0="$(now)"
         for daemon in "${DAEMONS[@]}"; do for r in a b; do
             # shellcheck disable=SC2046
-            t0[$daemon$r]="$(cpu_ticks $(pid_tree "${pid_of[$daemon$r]}"))"
+            t0[$daemon$r]="$(cpu_sample $(pid_tree "${pid_of[$daemon$r]}"))"
         done; done
         sleep "$SCALE_WINDOW"
         w1="$(now)"
         for daemon in "${DAEMONS[@]}"; do for r in a b; do
             local t1
             # shellcheck disable=SC2046
-            t1="$(cpu_ticks $(pid_tree "${pid_of[$daemon$r]}"))"
-            # "total user" in ms per second of wall time.
+            t1="$(cpu_sample $(pid_tree "${pid_of[$daemon$r]}"))"
+            # "total user switches": ms of CPU per second of wall time, and wake-ups per second.
             awk -v a="${t0[$daemon$r]}" -v b="$t1" -v hz="$(getconf CLK_TCK)" -v w="$(awk -v a="$w0" -v b="$w1" 'BEGIN { print b - a }')" \
                 'BEGIN { split(a, x, " "); split(b, y, " ")
-                    printf "%.1f %.1f\n", (y[1] - x[1]) * 1000 / hz / w, (y[2] - x[2]) * 1000 / hz / w }' \
+                    printf "%.2f %.1f %.0f\n", (y[1] - x[1]) / 1e6 / w, (y[2] - x[2]) * 1000 / hz / w, (y[3] - x[3]) / w }' \
                 >>"$WORK/scale-$n-$daemon$r"
         done; done
         log "scale $n@$interval window $run: $(for d in "${DAEMONS[@]}"; do for r in a b; do printf '%s%s=%s ' "$d" "$r" "$(tail -1 "$WORK/scale-$n-$d$r" | cut -d' ' -f1)"; done; done)"
@@ -409,7 +415,7 @@ scale_case() { # GROUPS INTERVAL
     local still
     for daemon in "${DAEMONS[@]}"; do
         for r in a b; do
-            local pids rss_main rss_all nlwp cpu user
+            local pids rss_main rss_all nlwp cpu user wakeups
             pids="$(pid_tree "${pid_of[$daemon$r]}")"
             rss_main=0 rss_all=0 nlwp=0
             for pid in $pids; do
@@ -421,8 +427,9 @@ scale_case() { # GROUPS INTERVAL
             done
             cpu="$(cut -d' ' -f1 "$WORK/scale-$n-$daemon$r" | median)"
             user="$(cut -d' ' -f2 "$WORK/scale-$n-$daemon$r" | median)"
+            wakeups="$(cut -d' ' -f3 "$WORK/scale-$n-$daemon$r" | median)"
             local flaps=$(($("${daemon}_transitions" "${lab_of[$daemon]}" "$r") - tr0[$daemon$r]))
-            echo "$daemon $r $cpu $rss_main $rss_all $(wc -w <<<"$pids") $nlwp $flaps $user" >>"$WORK/scale-$n-summary"
+            echo "$daemon $r $cpu $rss_main $rss_all $(wc -w <<<"$pids") $nlwp $flaps $user $wakeups" >>"$WORK/scale-$n-summary"
         done
         still=no
         a_is_master "${lab_of[$daemon]}" "${vips[@]}" && still=yes
@@ -439,13 +446,15 @@ bench_scale() {
     echo
     echo "Groups spread over eth1, eth2 and eth3 (VRIDs 1..N/3 on each), one /32 VIP each, no sync"
     echo "group; a has priority 200 (MASTER of all), b 100. Both pairs ran at the same time, each in"
-    echo "its own lab. CPU = utime + stime of the daemon's processes (keepalived: parent + VRRP"
-    echo "child) per second of wall time, of which user space in brackets; the rest is the kernel's"
-    echo "sending and receiving of the adverts (for a sender, including their delivery to the bridge)."
-    echo "Ticks are 10 ms: +-1 ms/s per 10 s window. RSS: largest process / all processes. Start: $(load_note)."
+    echo "its own lab. CPU = time on a CPU of every thread of the daemon's processes (keepalived:"
+    echo "parent + VRRP child), from /proc/PID/task/*/schedstat (exact), per second of wall time; user"
+    echo "space in brackets, from stat's sampled utime (approximate); the rest is the kernel's sending"
+    echo "and receiving of the adverts (for a sender, including their delivery to the bridge and the"
+    echo "receivers). Wake-ups: context switches per second. RSS: largest process / all processes."
+    echo "Start: $(load_note)."
     echo
-    echo "| groups @ interval | router | vrrpd CPU ms/s | ${DAEMONS[1]} CPU ms/s | CPU ratio | vrrpd RSS | ${DAEMONS[1]} RSS | vrrpd procs/threads | ${DAEMONS[1]} procs/threads | transitions while measured (vrrpd / ${DAEMONS[1]}) |"
-    echo "|---|---|---|---|---|---|---|---|---|---|"
+    echo "| groups @ interval | router | vrrpd CPU ms/s | ${DAEMONS[1]} CPU ms/s | CPU ratio | wake-ups/s (vrrpd / ${DAEMONS[1]}) | vrrpd RSS | ${DAEMONS[1]} RSS | vrrpd procs/threads | ${DAEMONS[1]} procs/threads | transitions while measured (vrrpd / ${DAEMONS[1]}) |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|"
     for spec in "200 100ms" "20 10ms"; do
         read -r n interval <<<"$spec"
         : >"$WORK/scale-$n-summary"
@@ -453,13 +462,13 @@ bench_scale() {
         scale_case "$n" "$interval"
         for r in a b; do
             local v k
-            read -r _ _ vc vr va vp vt vf vu < <(grep "^vrrpd $r " "$WORK/scale-$n-summary")
-            read -r _ _ kc kr ka kp kt kf ku < <(grep "^${DAEMONS[1]} $r " "$WORK/scale-$n-summary")
+            read -r _ _ vc vr va vp vt vf vu vw < <(grep "^vrrpd $r " "$WORK/scale-$n-summary")
+            read -r _ _ kc kr ka kp kt kf ku kw < <(grep "^${DAEMONS[1]} $r " "$WORK/scale-$n-summary")
             local role=master
             [[ $r == b ]] && role=backup
-            echo "| $n @ $interval | $r ($role) | $vc (user $vu) | $kc (user $ku) | $(ratio "$vc" "$kc") | $((vr / 1024)).$(((vr % 1024) * 10 / 1024)) MB / $((va / 1024)).$(((va % 1024) * 10 / 1024)) MB | $((kr / 1024)).$(((kr % 1024) * 10 / 1024)) MB / $((ka / 1024)).$(((ka % 1024) * 10 / 1024)) MB | $vp/$vt | $kp/$kt | $vf / $kf |"
+            echo "| $n @ $interval | $r ($role) | $vc (user $vu) | $kc (user $ku) | $(ratio "$vc" "$kc") | $vw / $kw | $((vr / 1024)).$(((vr % 1024) * 10 / 1024)) MB / $((va / 1024)).$(((va % 1024) * 10 / 1024)) MB | $((kr / 1024)).$(((kr % 1024) * 10 / 1024)) MB / $((ka / 1024)).$(((ka % 1024) * 10 / 1024)) MB | $vp/$vt | $kp/$kt | $vf / $kf |"
         done
-        echo "| $n @ $interval | a MASTER of all at the end | $(awk '$1 == "vrrpd" { print $2 }' "$WORK/scale-$n-master") | $(awk -v d="${DAEMONS[1]}" '$1 == d { print $2 }' "$WORK/scale-$n-master") | | | | | | |"
+        echo "| $n @ $interval | a MASTER of all at the end | $(awk '$1 == "vrrpd" { print $2 }' "$WORK/scale-$n-master") | $(awk -v d="${DAEMONS[1]}" '$1 == d { print $2 }' "$WORK/scale-$n-master") | | | | | | | |"
     done
     echo
     echo "End: $(load_note)."

@@ -199,13 +199,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 }
             }
             () = &mut gap, if in_gap => {
-                if daemon.receive(&unwatched, &mut received) > 0 {
-                    daemon.handle_received(&mut received);
-                    gap.as_mut().reset((Instant::now() + BURST_GAP).into());
-                } else {
-                    daemon.watch_again(&mut unwatched);
-                    in_gap = false;
-                }
+                // The burst is in: take it, and watch again (a socket still receiving reports
+                // at once and starts the next gap).
+                daemon.receive(&unwatched, &mut received);
+                daemon.handle_received(&mut received);
+                daemon.watch_again(&mut unwatched);
+                in_gap = false;
             }
             Some(event) = events.recv() => {
                 let _ = event.reply.send(daemon.answer(&event.request));
