@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use lab::conntrack::{
-    Traffic, alive_since, in_router, listed_ipv4, reset_gaps, router_with_sync, show_sync,
-    stateful_routers, summary, synthetic_udp,
+    Traffic, alive_since, in_router, listed_ipv4, process_cpu_secs, reset_gaps, router_with_sync,
+    show_sync, stateful_routers, summary, synthetic_udp,
 };
 use lab::{Daemon, Lab, SERVER4};
 use vrrpd::conntrack::entry::Entry;
@@ -114,16 +114,6 @@ fn survivors(stats: &lab::conntrack::Stats, since: Instant) -> Vec<usize> {
             s.error.is_none() && s.last_ok.is_some_and(|t| t > since)
         })
         .collect()
-}
-
-/// utime + stime of a process, in seconds.
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -263,7 +253,7 @@ fn run_system(lab: &Lab, sys: &System, p: Params, m: &mut Metrics) {
     let name = sys.name();
     let (pa, pb) = sys.pids();
     // 1. Scale: new entries on the master, as fast as the kernel creates them.
-    let (cpu_a0, rss_a0, rss_b0) = (cpu_secs(pa), rss_kib(pa), rss_kib(pb));
+    let (cpu_a0, rss_a0, rss_b0) = (process_cpu_secs(pa), rss_kib(pa), rss_kib(pb));
     let overruns0 = sys.master_overruns(lab);
     let base_b = count(lab, "b");
     let t0 = Instant::now();
@@ -274,7 +264,7 @@ fn run_system(lab: &Lab, sys: &System, p: Params, m: &mut Metrics) {
             sys.backup_holds(lab, base_b) >= p.scale
         })
         .map(|_| t0.elapsed());
-    let cpu = cpu_secs(pa) - cpu_a0;
+    let cpu = process_cpu_secs(pa) - cpu_a0;
     m.insert("cpu_us", cpu * 1e6 / p.scale as f64);
     match &held {
         Ok(h) => {

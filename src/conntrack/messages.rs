@@ -10,6 +10,8 @@
 //! kind 3 ResyncBegin  body = epoch (u64 BE)
 //! kind 4 ResyncEnd    body = epoch (u64 BE), count of Upserts since ResyncBegin (u64 BE)
 //! kind 5 ResyncRequest body empty: a backup asks the master for its whole table
+//! kind 6 MergeRequest  body empty: a master that finds its peer acting as master too asks for
+//!                      the peer's table, to merge it per flow (a split brain, channel up)
 //! ```
 //! The channel authenticates and orders messages; this layer only has to reject what a peer of
 //! another version (or a bug) could send, with a reason for the `show sync` error counters.
@@ -24,6 +26,7 @@ const KIND_DELETE: u8 = 2;
 const KIND_RESYNC_BEGIN: u8 = 3;
 const KIND_RESYNC_END: u8 = 4;
 const KIND_RESYNC_REQUEST: u8 = 5;
+const KIND_MERGE_REQUEST: u8 = 6;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record<E> {
@@ -38,6 +41,9 @@ pub enum Record<E> {
     /// Sent by a backup that may have missed records (it just left MASTER, or a resync was
     /// incomplete): the master answers with a resync.
     ResyncRequest,
+    /// Sent by a master that received records from its peer acting as master too: the peer
+    /// answers with its whole table, which the master merges per flow.
+    MergeRequest,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -92,6 +98,7 @@ impl<E: SyncEntry> Record<E> {
                 out.extend_from_slice(&count.to_be_bytes());
             }
             Record::ResyncRequest => out.push(KIND_RESYNC_REQUEST),
+            Record::MergeRequest => out.push(KIND_MERGE_REQUEST),
         }
         out
     }
@@ -137,6 +144,10 @@ impl<E: SyncEntry> Record<E> {
             KIND_RESYNC_REQUEST => {
                 exact(0)?;
                 Ok(Record::ResyncRequest)
+            }
+            KIND_MERGE_REQUEST => {
+                exact(0)?;
+                Ok(Record::MergeRequest)
             }
             other => Err(RecordError::Kind(other)),
         }

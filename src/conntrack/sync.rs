@@ -51,16 +51,17 @@ pub trait SyncEntry: Clone + Debug {
     }
 }
 
-/// The kernel's "unacknowledged data" and "max retransmissions" timeouts (both 300 s by
-/// default): an ESTABLISHED entry with at most this left was last refreshed with that timeout.
-const TCP_UNACK_TIMEOUT: u32 = 300;
 const TCP_ESTABLISHED: u8 = 3;
 /// A mass deletion has ended when no deletion came for this long...
 const MASS_QUIET: Duration = Duration::from_millis(50);
 /// ...or this long after its first deletion was released.
 const MASS_WAIT: Duration = Duration::from_millis(500);
-/// nf_conntrack_tcp_timeout_established's default (5 days).
-const TCP_ESTABLISHED_TIMEOUT: u32 = 432_000;
+/// A MASTER that receives its peer's records after being MASTER itself this long takes it for a
+/// split brain with the channel up (both served), not the trailing records of the master it
+/// just replaced...
+const SPLIT_EVIDENCE: Duration = Duration::from_secs(1);
+/// ...and asks for the peer's table to merge at most this often while it lasts.
+const MERGE_REQUEST_INTERVAL: Duration = Duration::from_secs(5);
 /// tcp_conntrack values beyond CLOSE (SYN_SENT2 and internal ones) rank as SYN_SENT.
 const TCP_CLOSE: u8 = 8;
 
@@ -71,9 +72,10 @@ const TCP_CLOSE: u8 = 8;
 /// so the remaining timeout tells how long ago traffic was seen, given the same state. TCP: a
 /// later state wins (the flow moved on, e.g. was closed, where it was seen last); in the same
 /// state the more recently refreshed entry wins. An ESTABLISHED entry refreshed while data was
-/// unacknowledged (or retransmitted) got the short 300 s timeout: its age is counted from that,
-/// not from the 5-day one. Other protocols: the larger remaining timeout. Ties keep ours.
-pub fn peer_is_fresher<E: SyncEntry>(peer: &E, ours: &E) -> bool {
+/// unacknowledged (or retransmitted) got the short timeout (300 s by default): its age is
+/// counted from that, not from the established one (5 days). Other protocols: the larger
+/// remaining timeout. Ties keep ours.
+pub fn peer_is_fresher<E: SyncEntry>(peer: &E, ours: &E, timeouts: &TcpTimeouts) -> bool {
     let remaining = |e: &E| e.timeout_secs().unwrap_or(0);
     match (peer.tcp_state(), ours.tcp_state()) {
         (Some((ps, _)), Some((os, _))) => {
@@ -85,15 +87,61 @@ pub fn peer_is_fresher<E: SyncEntry>(peer: &E, ours: &E) -> bool {
             // entry can be refreshed to (other states: only differences matter).
             let age = |e: &E, state: u8| -> u64 {
                 let left = u64::from(remaining(e));
-                if state == TCP_ESTABLISHED && left <= u64::from(TCP_UNACK_TIMEOUT) {
-                    u64::from(TCP_UNACK_TIMEOUT) - left
+                let short = u64::from(timeouts.unacknowledged);
+                if state == TCP_ESTABLISHED && left <= short {
+                    short - left
                 } else {
-                    u64::from(TCP_ESTABLISHED_TIMEOUT).max(left) - left
+                    u64::from(timeouts.established).max(left) - left
                 }
             };
             age(peer, ps) < age(ours, os)
         }
         _ => remaining(peer) > remaining(ours),
+    }
+}
+
+/// The kernel's TCP timeouts the freshness of an entry is judged by (this namespace's
+/// `nf_conntrack_tcp_timeout_*`; the peer is assumed to use the same).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpTimeouts {
+    /// `nf_conntrack_tcp_timeout_established`.
+    pub established: u32,
+    /// The larger of `nf_conntrack_tcp_timeout_unacknowledged` and `..._max_retrans`: an
+    /// ESTABLISHED entry with at most this left was last refreshed with one of them.
+    pub unacknowledged: u32,
+}
+
+impl Default for TcpTimeouts {
+    /// The kernel's defaults: 5 days, 300 s.
+    fn default() -> Self {
+        TcpTimeouts {
+            established: 432_000,
+            unacknowledged: 300,
+        }
+    }
+}
+
+impl TcpTimeouts {
+    /// This network namespace's values; the kernel's defaults where a sysctl cannot be read.
+    pub fn from_sysctls() -> TcpTimeouts {
+        let read = |name: &str| -> Option<u32> {
+            std::fs::read_to_string(format!("/proc/sys/net/netfilter/{name}"))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
+        };
+        let default = TcpTimeouts::default();
+        let unack = read("nf_conntrack_tcp_timeout_unacknowledged");
+        let retrans = read("nf_conntrack_tcp_timeout_max_retrans");
+        TcpTimeouts {
+            established: read("nf_conntrack_tcp_timeout_established")
+                .unwrap_or(default.established),
+            unacknowledged: match (unack, retrans) {
+                (None, None) => default.unacknowledged,
+                (a, b) => a.unwrap_or(0).max(b.unwrap_or(0)),
+            },
+        }
     }
 }
 
@@ -143,6 +191,8 @@ pub struct SyncConfig {
     /// sent instead (a resync: the backup sweeps what is gone in big kernel batches) rather
     /// than one Delete record per flow.
     pub mass_delete: usize,
+    /// For judging which side's entry is fresher after a split brain.
+    pub tcp_timeouts: TcpTimeouts,
 }
 
 impl Default for SyncConfig {
@@ -154,6 +204,7 @@ impl Default for SyncConfig {
             preempt_hold_timeout: Duration::from_secs(10),
             replica_timeout_secs: 3600,
             mass_delete: 4096,
+            tcp_timeouts: TcpTimeouts::default(),
         }
     }
 }
@@ -185,6 +236,9 @@ pub struct SyncCounters {
     pub merged: u64,
     /// Mass deletions (flushes) replicated as a resync instead of one Delete per flow.
     pub mass_deletions: u64,
+    /// Split brains found with the channel up (the peer sent as MASTER while we were): each
+    /// asks for the peer's table to merge.
+    pub split_brains: u64,
     /// Input dropped, by reason.
     pub errors: BTreeMap<String, u64>,
 }
@@ -252,6 +306,10 @@ pub struct SyncCore<E: SyncEntry> {
     table_estimate: usize,
     /// A complete offer waiting for our own table (see [`SyncCore::take_merge_request`]).
     merge_pending: Option<Vec<E>>,
+    /// When we last became MASTER.
+    master_since: Option<Instant>,
+    /// When we last asked the peer for its table to merge.
+    last_merge_request: Option<Instant>,
 }
 
 struct OfferIn<E> {
@@ -292,6 +350,8 @@ impl<E: SyncEntry> SyncCore<E> {
             offer_in: None,
             merge_pending: None,
             table_estimate: 0,
+            master_since: None,
+            last_merge_request: None,
         }
     }
 
@@ -333,12 +393,13 @@ impl<E: SyncEntry> SyncCore<E> {
 
     /// The sync group moved. Before calling this with [`Role::Master`] the driver installs what
     /// it already received (BeforeMaster).
-    pub fn set_role(&mut self, role: Role, _now: Instant) {
+    pub fn set_role(&mut self, role: Role, now: Instant) {
         if role == self.role {
             return;
         }
         let from = self.role;
         self.role = role;
+        self.master_since = (role == Role::Master).then_some(now);
         match role {
             Role::Master => {
                 // Our table is now the reference; input from the old master is stale.
@@ -411,6 +472,20 @@ impl<E: SyncEntry> SyncCore<E> {
                 });
             }
         }
+    }
+
+    /// The sync group left FAULT for BACKUP. What the master sent meanwhile may be missing (the
+    /// router may have been cut off entirely): ask for the whole table, and hold preemption
+    /// until it has arrived, as after a restart. Without the channel, [`SyncCore::on_connected`]
+    /// does both when it is back.
+    pub fn on_rejoin(&mut self, now: Instant) {
+        if self.role != Role::Backup || !self.connected {
+            return;
+        }
+        self.request_resync();
+        self.hold_until = Some(now + self.cfg.preempt_hold_timeout);
+        // Reported even if the resync completes before the driver asks.
+        self.hold_reported = None;
     }
 
     pub fn on_connected(&mut self, now: Instant) {
@@ -699,11 +774,20 @@ impl<E: SyncEntry> SyncCore<E> {
                 return;
             }
         };
-        if let Record::ResyncRequest = record {
-            if self.role == Role::Master {
-                self.resync_wanted = self.connected;
+        match record {
+            Record::ResyncRequest => {
+                if self.role == Role::Master {
+                    self.resync_wanted = self.connected;
+                }
+                return;
             }
-            return;
+            Record::MergeRequest => {
+                // Our table goes to the peer whatever our role; it merges it per flow.
+                self.offer_out = true;
+                self.resync_wanted = self.connected;
+                return;
+            }
+            _ => {}
         }
         if self.role == Role::Master && self.merge_expected {
             self.merge_input(record);
@@ -712,6 +796,7 @@ impl<E: SyncEntry> SyncCore<E> {
         if self.role != Role::Backup {
             // MASTER: our table is the reference now; whatever the old master still says is stale.
             self.count_error("stale-input");
+            self.check_split_brain(now);
             return;
         }
         match record {
@@ -808,8 +893,32 @@ impl<E: SyncEntry> SyncCore<E> {
                 self.last_full_sync = Some(now);
                 self.hold_until = None;
             }
-            Record::ResyncRequest => {} // answered above
+            Record::ResyncRequest | Record::MergeRequest => {} // answered above
         }
+    }
+
+    /// MASTER, and the peer's records still come: past [`SPLIT_EVIDENCE`] they are not the
+    /// trailing records of the master we replaced but a peer serving as MASTER at the same
+    /// time, with the channel up (a cut too short to drop it). Both tables hold flows the
+    /// other lacks: ask for the peer's, to merge it like after a reconnect.
+    fn check_split_brain(&mut self, now: Instant) {
+        let Some(since) = self.master_since else {
+            return;
+        };
+        let asked_lately = self
+            .last_merge_request
+            .is_some_and(|t| now < t + MERGE_REQUEST_INTERVAL);
+        if !self.connected || now < since + SPLIT_EVIDENCE || asked_lately {
+            return;
+        }
+        tracing::warn!(
+            "the conntrack-sync peer sends as MASTER too: split brain, merging its table"
+        );
+        self.counters.split_brains += 1;
+        self.last_merge_request = Some(now);
+        self.merge_expected = true;
+        self.offer_in = None;
+        self.control_out.push_back(Record::MergeRequest);
     }
 
     /// MASTER after a split brain: the peer's table is collected, then merged with ours.
@@ -845,7 +954,7 @@ impl<E: SyncEntry> SyncCore<E> {
                 self.merge_pending = Some(o.entries);
             }
             Record::Delete(_) => self.count_error("stale-input"),
-            Record::ResyncRequest => {}
+            Record::ResyncRequest | Record::MergeRequest => {}
         }
     }
 
@@ -874,7 +983,7 @@ impl<E: SyncEntry> SyncCore<E> {
         for e in offered {
             let key = e.key();
             match ours.get(&key) {
-                Some(mine) if !peer_is_fresher(&e, mine) => continue,
+                Some(mine) if !peer_is_fresher(&e, mine, &self.cfg.tcp_timeouts) => continue,
                 Some(_) => self.ops.push(Op::Remove(key)),
                 None => {}
             }

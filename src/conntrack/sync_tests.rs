@@ -467,6 +467,10 @@ fn preempt_is_held_until_a_full_resync_or_the_timeout() {
     let _ = PROTO_UDP;
 }
 
+fn fresher(peer: &Fake, ours: &Fake) -> bool {
+    peer_is_fresher(peer, ours, &TcpTimeouts::default())
+}
+
 fn aged(port: u16, state: u8, timeout: u32) -> Fake {
     Fake {
         timeout,
@@ -479,35 +483,23 @@ fn freshness_follows_the_state_and_the_time_since_the_last_packet() {
     const EST: u8 = 3;
     const UNACK: u8 = 0x80;
     // Same state: the entry refreshed more recently has more left.
-    assert!(peer_is_fresher(
-        &aged(1, EST, 431_990),
-        &aged(1, EST, 431_900)
-    ));
-    assert!(!peer_is_fresher(
-        &aged(1, EST, 431_900),
-        &aged(1, EST, 431_990)
-    ));
+    assert!(fresher(&aged(1, EST, 431_990), &aged(1, EST, 431_900)));
+    assert!(!fresher(&aged(1, EST, 431_900), &aged(1, EST, 431_990)));
     // Ties keep ours.
-    assert!(!peer_is_fresher(&aged(1, EST, 100), &aged(1, EST, 100)));
+    assert!(!fresher(&aged(1, EST, 100), &aged(1, EST, 100)));
     // Closed where it was seen last: a later state wins even with a short timeout.
-    assert!(peer_is_fresher(&aged(1, 7, 110), &aged(1, EST, 431_999)));
-    assert!(!peer_is_fresher(&aged(1, EST, 431_999), &aged(1, 7, 110)));
+    assert!(fresher(&aged(1, 7, 110), &aged(1, EST, 431_999)));
+    assert!(!fresher(&aged(1, EST, 431_999), &aged(1, 7, 110)));
     // Refreshed 2 s ago with unacknowledged data (300 s timeout) beats one idle for 10 s.
-    assert!(peer_is_fresher(
-        &aged(1, EST | UNACK, 298),
-        &aged(1, EST, 431_990)
-    ));
-    assert!(!peer_is_fresher(
-        &aged(1, EST | UNACK, 250),
-        &aged(1, EST, 431_990)
-    ));
+    assert!(fresher(&aged(1, EST | UNACK, 298), &aged(1, EST, 431_990)));
+    assert!(!fresher(&aged(1, EST | UNACK, 250), &aged(1, EST, 431_990)));
     // UDP: the larger remaining timeout.
     let udp = |t| Fake {
         protocol: PROTO_UDP,
         ..aged(9, 0, t)
     };
-    assert!(peer_is_fresher(&udp(30), &udp(12)));
-    assert!(!peer_is_fresher(&udp(12), &udp(30)));
+    assert!(fresher(&udp(30), &udp(12)));
+    assert!(!fresher(&udp(12), &udp(30)));
 }
 
 /// Both routers were MASTER while the sync link was down (split brain); a, the higher priority,
@@ -691,4 +683,121 @@ fn many_deletions_in_a_big_table_still_go_one_by_one() {
         "a third of the table: Delete records"
     );
     assert_eq!(m.counters().mass_deletions, 0);
+}
+
+#[test]
+fn a_split_brain_with_the_channel_up_is_found_and_the_peers_table_merged() {
+    let t0 = Instant::now();
+    let mut a = master(t0);
+    let mut b = core(t0);
+    b.on_connected(t0);
+    let e = a.take_resync_request().unwrap();
+    a.begin_resync(e, vec![aged(1, 3, 431_900)]);
+    pump(&mut a, &mut b, t0);
+    b.take_ops();
+    // A cut too short to drop the channel: b stops hearing a's adverts and serves too.
+    let t1 = t0 + Duration::from_secs(5);
+    b.set_role(Role::Master, t1);
+    b.on_local_event(LocalEvent::New(aged(3, 3, 431_999)), t1);
+    // Its records reach a, MASTER for 5 s already: not the trailing records of an old master.
+    for bytes in std::iter::from_fn(|| b.poll_transmit()) {
+        a.on_message(&bytes, t1);
+    }
+    assert_eq!(a.counters().split_brains, 1);
+    assert_eq!(drain(&mut a), vec![Record::MergeRequest]);
+    // b answers with its whole table (b is still MASTER; as BACKUP it would offer it).
+    b.on_message(&Record::<Fake>::MergeRequest.encode(), t1);
+    let e = b.take_resync_request().expect("b sends its table");
+    b.begin_resync(e, vec![aged(1, 3, 431_999), aged(3, 3, 431_999)]);
+    for bytes in std::iter::from_fn(|| b.poll_transmit()) {
+        a.on_message(&bytes, t1);
+    }
+    assert!(a.take_merge_request());
+    a.merge(vec![aged(1, 3, 431_900)]);
+    assert_eq!(
+        a.take_ops(),
+        vec![
+            Op::Remove((PROTO_TCP, 1)),
+            Op::Install(aged(1, 3, 431_999)),
+            Op::Install(aged(3, 3, 431_999)),
+        ]
+    );
+    // More of b's records while the split lasts: one merge request per interval, not per record.
+    b.on_local_event(LocalEvent::New(aged(4, 3, 431_999)), t1);
+    for bytes in std::iter::from_fn(|| b.poll_transmit()) {
+        a.on_message(&bytes, t1 + Duration::from_secs(1));
+    }
+    assert_eq!(a.counters().split_brains, 1);
+    assert!(drain(&mut a).is_empty());
+}
+
+#[test]
+fn a_new_masters_trailing_input_is_no_split_brain() {
+    let t0 = Instant::now();
+    let mut b = core(t0);
+    b.on_connected(t0);
+    b.set_role(Role::Master, t0);
+    // The old master's last records, half a second into our mastership.
+    b.on_message(
+        &Record::Upsert(flow(2, 1)).encode(),
+        t0 + Duration::from_millis(500),
+    );
+    assert_eq!(b.counters().split_brains, 0);
+    assert!(
+        !drain(&mut b)
+            .iter()
+            .any(|r| matches!(r, Record::MergeRequest))
+    );
+}
+
+#[test]
+fn leaving_fault_holds_preemption_until_the_masters_table_arrives() {
+    let t0 = Instant::now();
+    let mut b = core(t0);
+    b.on_connected(t0);
+    let full = [
+        Record::ResyncBegin { epoch: 1 },
+        Record::Upsert(flow(1, 1)),
+        Record::ResyncEnd { epoch: 1, count: 1 },
+    ];
+    for r in &full {
+        b.on_message(&r.encode(), t0);
+    }
+    while b.poll_preempt_hold().is_some() {}
+    assert!(!b.preempt_held());
+    // FAULT -> BACKUP: the master's table is asked for and preemption held until it is in.
+    let t1 = t0 + Duration::from_secs(30);
+    b.on_rejoin(t1);
+    assert_eq!(b.poll_preempt_hold(), Some(true));
+    assert_eq!(drain(&mut b), vec![Record::ResyncRequest]);
+    for r in [
+        Record::ResyncBegin { epoch: 2 },
+        Record::Upsert(flow(1, 1)),
+        Record::ResyncEnd { epoch: 2, count: 1 },
+    ] {
+        b.on_message(&r.encode(), t1);
+    }
+    assert_eq!(b.poll_preempt_hold(), Some(false));
+}
+
+#[test]
+fn freshness_uses_the_namespaces_tcp_timeouts() {
+    const EST: u8 = 3;
+    const UNACK: u8 = 0x80;
+    // nf_conntrack_tcp_timeout_established = 7200: 7190 s left means idle for 10 s, fresher
+    // than an entry refreshed 50 s ago with unacknowledged data (250 of 300 s left).
+    let tuned = TcpTimeouts {
+        established: 7_200,
+        unacknowledged: 300,
+    };
+    let idle_10s = aged(1, EST, 7_190);
+    let unack_50s = aged(1, EST | UNACK, 250);
+    assert!(peer_is_fresher(&idle_10s, &unack_50s, &tuned));
+    assert!(!peer_is_fresher(&unack_50s, &idle_10s, &tuned));
+    // Judged with the 5-day default, the same entry would look idle for days.
+    assert!(!peer_is_fresher(
+        &idle_10s,
+        &unack_50s,
+        &TcpTimeouts::default()
+    ));
 }

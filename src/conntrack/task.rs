@@ -76,6 +76,8 @@ enum Command {
     /// Install what has arrived, then become MASTER; answered when done.
     BeforeMaster(oneshot::Sender<()>),
     LinkDown,
+    /// The sync group left FAULT for BACKUP.
+    Rejoin,
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -223,6 +225,12 @@ impl SyncHandle {
         if self.commands.send(Command::BeforeMaster(tx)).await.is_ok() {
             let _ = tokio::time::timeout(BEFORE_MASTER_BOUND, rx).await;
         }
+    }
+
+    /// The sync group left FAULT for BACKUP: ask the master for its whole table and hold
+    /// preemption until it has arrived.
+    pub async fn rejoin(&self) {
+        let _ = self.commands.send(Command::Rejoin).await;
     }
 
     /// A local link went down: the deletions it causes are not replicated.
@@ -380,6 +388,7 @@ impl Task {
                 let _ = done.send(());
             }
             Command::LinkDown => self.core.on_link_down(now),
+            Command::Rejoin => self.core.on_rejoin(now),
             Command::Shutdown(_) => unreachable!("handled by the loop"),
         }
         self.publish();
@@ -599,6 +608,7 @@ impl Task {
             "divergence-total": c.divergence_total,
             "merged": c.merged,
             "mass-deletions": c.mass_deletions,
+            "split-brains": c.split_brains,
             "messages-sent": ch.messages_sent,
             "messages-received": ch.messages_received,
             "bytes-sent": ch.bytes_sent,

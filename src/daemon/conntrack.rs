@@ -18,6 +18,8 @@ pub struct SyncRuntime {
     pub sync_group: SyncGroupId,
     /// Preempt hold changes from the task.
     pub hold: mpsc::UnboundedReceiver<bool>,
+    /// The sync group's last state, to tell a move out of FAULT.
+    pub last_state: Option<NotifyState>,
 }
 
 impl SyncRuntime {
@@ -101,7 +103,10 @@ pub async fn start(
         key,
         ignored,
         virtual_addresses,
-        core: SyncConfig::default(),
+        core: SyncConfig {
+            tcp_timeouts: crate::conntrack::sync::TcpTimeouts::from_sysctls(),
+            ..SyncConfig::default()
+        },
     };
     let (tx, hold) = mpsc::unbounded_channel();
     let handle = SyncHandle::start(settings, own, tx)
@@ -112,6 +117,7 @@ pub async fn start(
         handle,
         sync_group,
         hold,
+        last_state: None,
     }))
 }
 

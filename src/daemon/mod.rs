@@ -192,7 +192,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 }
                 // The first packet of a burst is handled now; the rest after the gap.
                 if !in_gap {
-                    daemon.receive(&unwatched, &mut received);
+                    daemon.receive(unwatched.iter().copied(), &mut received);
                     daemon.handle_received(&mut received);
                     in_gap = true;
                     gap.as_mut().reset((Instant::now() + BURST_GAP).into());
@@ -201,7 +201,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             () = &mut gap, if in_gap => {
                 // The burst is in: take it, and watch again (a socket still receiving reports
                 // at once and starts the next gap).
-                daemon.receive(&unwatched, &mut received);
+                daemon.receive(unwatched.iter().copied(), &mut received);
                 daemon.handle_received(&mut received);
                 daemon.watch_again(&mut unwatched);
                 in_gap = false;
@@ -215,8 +215,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 // Woken late (a loaded machine), the adverts that would have reset this timer
                 // may be waiting in the sockets: take them first, and only then decide whether
                 // the master is really down.
-                let all: Vec<usize> = (0..daemon.sockets.len()).collect();
-                daemon.receive(&all, &mut received);
+                daemon.receive(0..daemon.sockets.len(), &mut received);
                 daemon.handle_received(&mut received);
                 daemon.engine.handle_timeout(Instant::now());
                 armed = None; // the sleep has completed: re-arm it whatever the next deadline
@@ -386,9 +385,9 @@ impl Daemon {
 
     /// Takes up to [`RX_BATCH_PER_SOCKET`] queued packets from each of `sockets`, without
     /// waiting; returns how many it took.
-    fn receive(&self, sockets: &[usize], out: &mut Received) -> usize {
+    fn receive(&self, sockets: impl IntoIterator<Item = usize>, out: &mut Received) -> usize {
         let before = out.len();
-        for &idx in sockets {
+        for idx in sockets {
             let socket = &self.sockets[idx].socket;
             for _ in 0..RX_BATCH_PER_SOCKET {
                 match socket.try_recv() {
@@ -567,8 +566,14 @@ impl Daemon {
                     state,
                     reason,
                 } => {
-                    if let Some(sync) = self.sync.as_ref().filter(|s| s.concerns(target)) {
+                    if let Some(sync) = self.sync.as_mut().filter(|s| s.concerns(target)) {
                         sync.handle.set_role(conntrack::role_of(state)).await;
+                        let from_fault = sync.last_state == Some(NotifyState::Fault);
+                        if from_fault && state == NotifyState::Backup {
+                            // Cut off meanwhile: wait for the master's table before preempting.
+                            sync.handle.rejoin().await;
+                        }
+                        sync.last_state = Some(state);
                     }
                     if self.bgp_follows(target) {
                         self.bgp_follow(state).await;

@@ -185,6 +185,20 @@ pub fn synthetic_udp(i: usize) -> Entry {
     }
 }
 
+/// CPU time of every thread of process `pid` so far, in seconds, from schedstat: exact, where
+/// stat's utime + stime are sampled at the tick and miss a daemon that runs between ticks.
+pub fn process_cpu_secs(pid: u32) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    let ns: u64 = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    ns as f64 / 1e9
+}
+
 /// Entries in the table (`conntrack -L`, IPv4): what lookups find. nf_conntrack_count (`-C`)
 /// also counts deleted entries whose destroy event the kernel has not delivered yet (it retries
 /// slowly when a listener's socket is full).
