@@ -474,3 +474,75 @@ fn flows_survive_failback_after_an_isolated_master_rejoins() {
     .expect("b holds every TCP flow again");
     traffic.stop();
 }
+
+/// Split brain too short to drop the sync channel: a is cut off from the LAN and the WAN but
+/// not from the sync link, b takes over, and the flows run through b for a few seconds while
+/// a, still MASTER, hears b over the live channel. a must find the split brain and merge b's
+/// table (when it finds it, and again when b steps down), or the flows die at the failback.
+#[test]
+fn flows_survive_a_split_brain_too_short_to_drop_the_channel() {
+    let lab = Lab::up("ctshort").expect("lab up");
+    let a = router_with_sync(&lab, "a", 200);
+    let b = router_with_sync(&lab, "b", 100);
+    let traffic = setup(&lab, &a, &b, true);
+    lab.wait_until(Duration::from_secs(30), || {
+        conntrack_count(&lab, "b", &["-p", "tcp", "--dport", "5001"]) >= TCP_FLOWS
+    })
+    .expect("b holds every TCP flow");
+    let connects = |r: &str| show_sync(&lab, r).expect("show sync")["connects"].as_u64();
+    let connects_before = (connects("a"), connects("b"));
+    reset_gaps(&traffic.tcp);
+    reset_gaps(&traffic.udp);
+
+    let t_cut = Instant::now();
+    lab.cut("a", "lan");
+    lab.cut("a", "wan");
+    lab.wait_until(Duration::from_secs(10), || all_in(&lab, "b", "MASTER"))
+        .expect("b takes over");
+    all_alive_after(&lab, &traffic, t_cut, "failover to b while a is cut off");
+    assert!(all_in(&lab, "a", "MASTER"), "a, cut off, stays MASTER");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        (connects("a"), connects("b")),
+        connects_before,
+        "the channel stayed up through the split brain"
+    );
+
+    reset_gaps(&traffic.tcp);
+    lab.restore("a", "lan");
+    lab.restore("a", "wan");
+    let t_heal = Instant::now();
+    let took = lab
+        .wait_until(Duration::from_secs(30), || {
+            all_in(&lab, "a", "MASTER") && all_in(&lab, "b", "BACKUP")
+        })
+        .expect("a stays MASTER, b steps back");
+    let since = t_heal + took + Duration::from_secs(1);
+    let _ = lab.wait_until(Duration::from_secs(30), || {
+        alive_since(&traffic.tcp, since) == TCP_FLOWS
+    });
+    let tcp = alive_since(&traffic.tcp, since);
+    let udp = alive_since(&traffic.udp, since);
+    let (gap, errors) = summary(&traffic.tcp);
+    let sa = show_sync(&lab, "a").expect("show sync on a");
+    eprintln!(
+        "measured: short split brain: {tcp}/{TCP_FLOWS} TCP and {udp}/{UDP_FLOWS} UDP flows alive through a; longest TCP stall {gap:?}; TCP errors {}; split brains found {}, entries merged {}",
+        errors.len(),
+        sa["split-brains"],
+        sa["merged"]
+    );
+    assert!(
+        sa["split-brains"].as_u64().unwrap_or(0) >= 1,
+        "a found the split brain: {sa}"
+    );
+    assert!(
+        sa["merged"].as_u64().unwrap_or(0) >= (TCP_FLOWS as u64) * 95 / 100,
+        "a took b's fresher entries: {sa}"
+    );
+    assert!(
+        tcp * 100 >= TCP_FLOWS * 95,
+        "only {tcp}/{TCP_FLOWS} TCP flows survived the short split brain; errors {:?}",
+        errors.first()
+    );
+    traffic.stop();
+}

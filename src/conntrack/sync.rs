@@ -306,6 +306,11 @@ pub struct SyncCore<E: SyncEntry> {
     table_estimate: usize,
     /// A complete offer waiting for our own table (see [`SyncCore::take_merge_request`]).
     merge_pending: Option<Vec<E>>,
+    /// MASTER while the peer serves as MASTER too (we found it, see
+    /// [`SyncCore::check_split_brain`], or the peer did and asked for our table): every table
+    /// the peer sends is merged, not only the one asked for, and when we step down our table
+    /// goes to the peer once more, with what we forwarded until then.
+    split_suspected: bool,
     /// When we last became MASTER.
     master_since: Option<Instant>,
     /// When we last asked the peer for its table to merge.
@@ -350,6 +355,7 @@ impl<E: SyncEntry> SyncCore<E> {
             offer_in: None,
             merge_pending: None,
             table_estimate: 0,
+            split_suspected: false,
             master_since: None,
             last_merge_request: None,
         }
@@ -400,6 +406,7 @@ impl<E: SyncEntry> SyncCore<E> {
         let from = self.role;
         self.role = role;
         self.master_since = (role == Role::Master).then_some(now);
+        let offer = std::mem::take(&mut self.split_suspected);
         match role {
             Role::Master => {
                 // Our table is now the reference; input from the old master is stale.
@@ -424,6 +431,10 @@ impl<E: SyncEntry> SyncCore<E> {
                 self.offer_in = None;
                 self.merge_pending = None;
                 self.merge_expected = false;
+                if offer && role == Role::Backup {
+                    // A split brain ends with us stepping down: the master merges our table.
+                    self.offer_out = true;
+                }
                 self.clear_outgoing();
                 if from == Role::Master && role == Role::Backup {
                     // The new master's first records may have reached us while we were still
@@ -513,6 +524,7 @@ impl<E: SyncEntry> SyncCore<E> {
         self.merge_expected = false;
         self.offer_out = false;
         self.offering = false;
+        self.split_suspected = false;
         if self.role == Role::Master {
             self.served_alone = true;
             // Lost with the connection; the peer gets a full resync when it is back.
@@ -785,11 +797,12 @@ impl<E: SyncEntry> SyncCore<E> {
                 // Our table goes to the peer whatever our role; it merges it per flow.
                 self.offer_out = true;
                 self.resync_wanted = self.connected;
+                self.split_suspected |= self.role == Role::Master;
                 return;
             }
             _ => {}
         }
-        if self.role == Role::Master && self.merge_expected {
+        if self.role == Role::Master && (self.merge_expected || self.split_suspected) {
             self.merge_input(record);
             return;
         }
@@ -917,6 +930,7 @@ impl<E: SyncEntry> SyncCore<E> {
         self.counters.split_brains += 1;
         self.last_merge_request = Some(now);
         self.merge_expected = true;
+        self.split_suspected = true;
         self.offer_in = None;
         self.control_out.push_back(Record::MergeRequest);
     }

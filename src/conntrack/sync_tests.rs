@@ -729,6 +729,29 @@ fn a_split_brain_with_the_channel_up_is_found_and_the_peers_table_merged() {
     }
     assert_eq!(a.counters().split_brains, 1);
     assert!(drain(&mut a).is_empty());
+    // The split heals: b steps down and offers its table once more (with what it forwarded
+    // since); a merges that too.
+    let t2 = t1 + Duration::from_secs(2);
+    b.set_role(Role::Backup, t2);
+    let e = b
+        .take_resync_request()
+        .expect("b offers its table on stepping down");
+    b.begin_resync(
+        e,
+        vec![
+            aged(1, 3, 431_999),
+            aged(3, 3, 431_999),
+            aged(4, 3, 431_999),
+        ],
+    );
+    let sent = drain(&mut b);
+    assert_eq!(sent.first(), Some(&Record::ResyncRequest));
+    for r in sent {
+        a.on_message(&r.encode(), t2);
+    }
+    assert!(a.take_merge_request());
+    a.merge(vec![aged(1, 3, 431_999), aged(3, 3, 431_999)]);
+    assert_eq!(a.take_ops(), vec![Op::Install(aged(4, 3, 431_999))]);
 }
 
 #[test]
