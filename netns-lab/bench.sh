@@ -194,9 +194,9 @@ addresses_of() { awk '{ sub("/.*", "", $4); print $4 }'; }
 now() { date +%s.%N; }
 
 # CPU of a set of PIDs: "run-ns user-ticks switches". run-ns: nanoseconds on a CPU, from each
-# thread's schedstat (exact; stat's ticks are sampled at the tick, and undercounted a daemon
-# that wakes briefly between ticks by up to 3x). user-ticks: utime from stat (sampled, for the
-# user/kernel split only). switches: voluntary + involuntary context switches (wake-ups).
+# thread's schedstat (exact; stat's utime + stime are sampled at the tick, 10 ms units, +-1 ms/s
+# per 10 s window). user-ticks: utime from stat (for the user/kernel split only). switches:
+# voluntary + involuntary context switches (wake-ups).
 cpu_sample() {
     local pid task ns=0 user=0 cs=0
     for pid in "$@"; do
