@@ -20,15 +20,6 @@ const PERIOD: Duration = Duration::from_millis(100);
 /// than its 15 s stream timeout, so only the master's packets keep its entry alive.
 const SLOW_PERIOD: Duration = Duration::from_secs(8);
 
-/// Each test here runs a lab with 520 flows; on a 2-core machine several at once starve each
-/// other's routers and traffic threads (the split-brain tests then fail, with earlier builds
-/// too). One at a time.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 fn all_in(lab: &Lab, router: &str, state: &str) -> bool {
     lab.group_states(router)
         .is_ok_and(|s| s.len() == 4 && s.values().all(|v| v == state))
@@ -119,7 +110,6 @@ fn all_alive_after(lab: &Lab, traffic: &Traffic, since: Instant, what: &str) {
 
 #[test]
 fn flows_survive_failover_and_failback_with_strict_window_tracking() {
-    let _one = one_at_a_time();
     let lab = Lab::up("ctsync").expect("lab up");
     let a = router_with_sync(&lab, "a", 200);
     let b = router_with_sync(&lab, "b", 100);
@@ -220,7 +210,6 @@ fn flows_survive_failover_and_failback_with_strict_window_tracking() {
 
 #[test]
 fn without_replication_the_flows_die_at_failover() {
-    let _one = one_at_a_time();
     let lab = Lab::up("ctnone").expect("lab up");
     let a = RouterConfig::new("a", 200);
     let b = RouterConfig::new("b", 100);
@@ -295,7 +284,6 @@ fn recorded_dialer_session(pcap: &std::path::Path) -> (String, Vec<u8>) {
 
 #[test]
 fn garbage_forged_replayed_and_truncated_input_on_the_sync_port_is_counted_and_dropped() {
-    let _one = one_at_a_time();
     let lab = Lab::up("ctjunk").expect("lab up");
     stateful_routers(&lab);
     // Record the channel's first session on the sync link, to replay it later.
@@ -422,7 +410,6 @@ for _ in range(20):
 /// tracking.
 #[test]
 fn flows_survive_failback_after_an_isolated_master_rejoins() {
-    let _one = one_at_a_time();
     let lab = Lab::up("ctsplit").expect("lab up");
     let a = router_with_sync(&lab, "a", 200);
     let b = router_with_sync(&lab, "b", 100);
@@ -494,7 +481,6 @@ fn flows_survive_failback_after_an_isolated_master_rejoins() {
 /// table (when it finds it, and again when b steps down), or the flows die at the failback.
 #[test]
 fn flows_survive_a_split_brain_too_short_to_drop_the_channel() {
-    let _one = one_at_a_time();
     let lab = Lab::up("ctshort").expect("lab up");
     let a = router_with_sync(&lab, "a", 200);
     let b = router_with_sync(&lab, "b", 100);

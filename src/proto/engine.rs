@@ -194,7 +194,20 @@ impl Engine {
     /// An advert the codec accepted, delivered to the group of its interface, family and VRID.
     pub fn handle_advert(&mut self, now: Instant, group: GroupId, rx: &Received) {
         let (want, effects) = self.routers[group].handle_advert(now, rx);
+        let reannounced = effects.iter().any(|e| matches!(e, Effect::Announce));
         self.push_effects(group, effects);
+        if reannounced && let Some(s) = self.sync_of[group] {
+            // A split brain healed on one member's link: the hosts on every member's link may
+            // still send to the other router.
+            for k in 0..self.sync_groups[s].members.len() {
+                let m = self.sync_groups[s].members[k];
+                if m != group {
+                    let mut effects = Vec::new();
+                    self.routers[m].reannounce(now, &mut effects);
+                    self.push_effects(m, effects);
+                }
+            }
+        }
         if let Some(want) = want {
             self.apply(now, group, want);
         }

@@ -433,13 +433,22 @@ impl VirtualRouter {
         self.send_advert(self.params.priority, effects);
         self.adver_timer = Some(now + self.params.advertise_interval.as_duration());
         // A lower-priority master means a split brain just healed: hosts may have the other
-        // router's MAC for our addresses. Announce again (as keepalived does), one burst at a time.
-        if self.announce_timer.is_none() {
-            effects.push(Effect::Announce);
-            self.announces_left = ANNOUNCE_REPEATS;
-            self.announce_timer = Some(now + ANNOUNCE_SPACING);
-        }
+        // router's MAC for our addresses. Announce again (as keepalived does).
+        self.reannounce(now, effects);
         None
+    }
+
+    /// As MASTER, gratuitous ARP / unsolicited NA again, one burst at a time: a split brain
+    /// healed and hosts may still send to the other router. The engine also calls it for the
+    /// sync-group siblings, whose own interfaces may never carry a lower-priority advert (the
+    /// other router steps down on the first member that hears us).
+    pub(crate) fn reannounce(&mut self, now: Instant, effects: &mut Vec<Effect>) {
+        if self.state != State::Master || self.announce_timer.is_some() {
+            return;
+        }
+        effects.push(Effect::Announce);
+        self.announces_left = ANNOUNCE_REPEATS;
+        self.announce_timer = Some(now + ANNOUNCE_SPACING);
     }
 
     /// Timers that are due. Returns the transition a Master_Down_Timer asks for.

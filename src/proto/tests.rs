@@ -3,7 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use super::engine::{Action, Engine, GroupSpec, NotifyState, NotifyTarget, SyncGroup};
+use super::engine::{Action, Engine, GroupId, GroupSpec, NotifyState, NotifyTarget, SyncGroup};
 use super::packet::{Advert, Received};
 use super::router::{Reason, RouterParams, State};
 use super::time::{master_down_interval, skew_time};
@@ -730,4 +730,29 @@ fn preempt_hold_still_takes_over_when_the_master_is_gone() {
     let mdi = e.router(0).master_down_interval();
     run_until(&mut e, t0 + mdi);
     assert_eq!(e.router(0).state(), State::Master);
+}
+
+#[test]
+fn a_lower_master_heard_on_one_member_reannounces_the_whole_sync_group() {
+    let (mut e, t0) = started_engine(main_sync_group());
+    // Everyone MASTER, the announce bursts of becoming master run out.
+    let t = t0 + Duration::from_secs(5);
+    run_until(&mut e, t);
+    assert!(e.routers().iter().all(|r| r.state() == State::Master));
+    // The other router heals from a split brain and is heard on m0's link only: it steps down
+    // (whole sync group) before its adverts on the other links reach us.
+    e.handle_advert(t, 0, &advert_from(PEER_HIGH, 10, 100, 100));
+    let mut announced: Vec<GroupId> = drain(&mut e)
+        .iter()
+        .filter_map(|a| match a {
+            Action::Announce { group } => Some(*group),
+            _ => None,
+        })
+        .collect();
+    announced.sort_unstable();
+    assert_eq!(
+        announced,
+        vec![0, 1, 2, 3],
+        "not the group outside the sync group"
+    );
 }
