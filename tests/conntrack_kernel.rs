@@ -554,6 +554,47 @@ fn event_overrun_is_reported() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn an_unsubscribed_stream_gets_no_events_until_it_joins_again() -> Result<()> {
+    require_root()?;
+    let rt = runtime();
+    let ns = Netns::new("sub")?;
+    ns.sysctl("net.netfilter.nf_conntrack_events=1")?;
+    let mut events = in_ns(&ns.name, Some(rt.handle()), || {
+        EventStream::open().expect("events")
+    });
+    let ct = open_ct(&ns.name, &rt);
+    let mut count_news = |events: &mut EventStream| -> usize {
+        rt.block_on(async {
+            let mut batch = Vec::new();
+            let mut news = 0;
+            while let Ok(r) =
+                tokio::time::timeout(Duration::from_millis(300), events.next_batch(&mut batch))
+                    .await
+            {
+                r.unwrap();
+                news += batch
+                    .drain(..)
+                    .filter(|ev| matches!(ev, KernelEvent::New(_)))
+                    .count();
+            }
+            news
+        })
+    };
+    // A BACKUP's stream: out of the groups, 100 installs reach nobody.
+    events.set_subscribed(false).expect("leave the groups");
+    let first: Vec<Entry> = (0..100).map(synthetic_udp).collect();
+    assert_eq!(rt.block_on(ct.install(&first))?.created, 100);
+    assert_eq!(count_news(&mut events), 0, "events while unsubscribed");
+    // Becoming MASTER: in again, and the next installs are seen.
+    events.set_subscribed(true).expect("join the groups");
+    events.set_subscribed(true).expect("idempotent");
+    let second: Vec<Entry> = (100..150).map(synthetic_udp).collect();
+    assert_eq!(rt.block_on(ct.install(&second))?.created, 50);
+    assert_eq!(count_news(&mut events), 50);
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------------
 // The kernel fact: a TCP flow started through router a continues through router b.
 

@@ -1017,7 +1017,16 @@ pub struct EventStream {
     /// Events caused by the ignored origin (see [`EventStream::ignore_origin`]), dropped.
     pub ignored: u64,
     ignore_port: Option<u32>,
+    /// Whether the socket is in the event groups (see [`EventStream::set_subscribed`]).
+    subscribed: bool,
 }
+
+/// The conntrack event groups an [`EventStream`] listens to.
+const EVENT_GROUPS: [u32; 3] = [
+    NFNLGRP_CONNTRACK_NEW,
+    NFNLGRP_CONNTRACK_UPDATE,
+    NFNLGRP_CONNTRACK_DESTROY,
+];
 
 impl EventStream {
     pub fn open() -> Result<Self, KernelError> {
@@ -1026,14 +1035,7 @@ impl EventStream {
 
     /// [`EventStream::open`] with a socket receive buffer of `bytes` (the default is 64 MiB).
     pub fn open_with_buffer(bytes: usize) -> Result<Self, KernelError> {
-        let sock = open_socket(
-            &[
-                NFNLGRP_CONNTRACK_NEW,
-                NFNLGRP_CONNTRACK_UPDATE,
-                NFNLGRP_CONNTRACK_DESTROY,
-            ],
-            bytes,
-        )?;
+        let sock = open_socket(&EVENT_GROUPS, bytes)?;
         Ok(EventStream {
             sock,
             pending: VecDeque::new(),
@@ -1041,7 +1043,28 @@ impl EventStream {
             overruns: 0,
             ignored: 0,
             ignore_port: None,
+            subscribed: true,
         })
+    }
+
+    /// Leaves (`false`) or joins again (`true`) the event groups; idempotent. While out, the
+    /// kernel delivers nothing to this socket: events of that time are lost for good, so the
+    /// caller dumps the table after joining again (joining first, so nothing falls between).
+    pub fn set_subscribed(&mut self, on: bool) -> Result<(), KernelError> {
+        if self.subscribed == on {
+            return Ok(());
+        }
+        let sock = self.sock.fd.get_ref();
+        for g in EVENT_GROUPS {
+            let result = if on {
+                sock.add_membership(g)
+            } else {
+                sock.drop_membership(g)
+            };
+            result.map_err(KernelError::io("changing the conntrack event groups"))?;
+        }
+        self.subscribed = on;
+        Ok(())
     }
 
     /// Drops events caused by requests of the socket with this port id (the kernel stamps an

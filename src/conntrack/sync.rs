@@ -613,7 +613,12 @@ impl<E: SyncEntry> SyncCore<E> {
     /// Time passed: held deletions are released, the preempt hold may run out.
     pub fn on_timer(&mut self, now: Instant) {
         if self.many_deletions() {
-            if now < self.mass_deadline() {
+            // Most of the table gone: a flush, decided once the deletions are released; its
+            // last events may still be coming (the kernel delivers 240,000 in about 0.3 s after
+            // the flush itself), and any that land after the dump start another resync.
+            let flush = self.held_deletes.len() >= self.table_estimate;
+            let decided = flush && now >= self.mass_released();
+            if now < self.mass_deadline() && !decided {
                 return self.on_timer_rest(now); // still deleting: wait for the end of it
             }
             let held = self.held_deletes.len();
@@ -667,19 +672,29 @@ impl<E: SyncEntry> SyncCore<E> {
     /// A mass deletion is replicated once its first deletion was held long enough and no
     /// deletion came for [`MASS_QUIET`] (bounded by [`MASS_WAIT`]).
     fn mass_deadline(&self) -> Instant {
-        let (Some((oldest, _)), Some((newest, _))) =
-            (self.held_deletes.front(), self.held_deletes.back())
-        else {
+        let Some((newest, _)) = self.held_deletes.back() else {
             return Instant::now();
         };
-        let released = *oldest + self.cfg.delete_hold;
+        let released = self.mass_released();
         released.max(*newest + MASS_QUIET).min(released + MASS_WAIT)
+    }
+
+    /// When the first held deletion of the burst is released.
+    fn mass_released(&self) -> Instant {
+        self.held_deletes
+            .front()
+            .map_or_else(Instant::now, |(oldest, _)| *oldest + self.cfg.delete_hold)
     }
 
     /// When [`SyncCore::on_timer`] must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let release = if self.many_deletions() {
-            Some(self.mass_deadline())
+            // A flush is decided when released; a smaller burst waits for its end.
+            Some(if self.held_deletes.len() >= self.table_estimate {
+                self.mass_released()
+            } else {
+                self.mass_deadline()
+            })
         } else {
             self.held_deletes
                 .front()

@@ -824,3 +824,37 @@ fn freshness_uses_the_namespaces_tcp_timeouts() {
         &TcpTimeouts::default()
     ));
 }
+
+#[test]
+fn a_flush_is_replicated_when_released_without_waiting_for_its_last_events() {
+    let t0 = Instant::now();
+    let mut m = master(t0);
+    let e = m.take_resync_request().unwrap();
+    let n = SyncConfig::default().mass_delete as u16 * 8;
+    m.begin_resync(e, (1..=n).map(|p| flow(p, 3)).collect());
+    drain(&mut m);
+    let hold = SyncConfig::default().delete_hold;
+    // Three quarters of the table's DESTROY events have been read when the first is released;
+    // the burst is still going on (a quarter of the table is still a mass deletion).
+    let read = (u32::from(n) * 3 / 4) as u16;
+    for port in 1..=read {
+        m.on_local_event(LocalEvent::Destroy(flow(port, 3)), t0);
+    }
+    m.on_local_event(LocalEvent::Destroy(flow(read + 1, 3)), t0 + hold);
+    assert_eq!(m.poll_timeout(), Some(t0 + hold), "decided when released");
+    m.on_timer(t0 + hold);
+    assert!(drain(&mut m).is_empty(), "no Delete per flow");
+    let epoch = m.take_resync_request().expect("the table is sent at once");
+    m.begin_resync(epoch, vec![]);
+    drain(&mut m);
+    assert_eq!(m.counters().mass_deletions, 1);
+    // The rest of the burst: another resync, still no Delete per flow.
+    let t1 = t0 + hold + Duration::from_millis(10);
+    for port in read + 2..=n {
+        m.on_local_event(LocalEvent::Destroy(flow(port, 3)), t1);
+    }
+    m.on_timer(t1 + hold + MASS_QUIET);
+    assert!(drain(&mut m).is_empty(), "no Delete per flow");
+    assert!(m.take_resync_request().is_some());
+    assert_eq!(m.counters().mass_deletions, 2);
+}

@@ -188,7 +188,7 @@ impl SyncHandle {
         })?;
         let status = Arc::new(Mutex::new(Value::Null));
         let (commands, rx) = mpsc::channel(64);
-        let task = Task {
+        let mut task = Task {
             core,
             kernel,
             events,
@@ -202,6 +202,7 @@ impl SyncHandle {
             last_full_sync: None,
             channel_open: true,
         };
+        task.follow_role(); // BACKUP until the sync group says otherwise
         let sync_group = task.settings.sync_group.clone();
         task.publish();
         Ok((
@@ -357,6 +358,7 @@ impl Task {
             Command::Role(role) => {
                 let was = self.core.role();
                 self.core.set_role(role, now);
+                self.follow_role();
                 if role == Role::Backup && was != Role::Backup {
                     // Our table: what the new master does not confirm is swept at its resync.
                     match self.kernel.dump().await {
@@ -385,6 +387,7 @@ impl Task {
                     }
                 }
                 self.core.set_role(Role::Master, Instant::now());
+                self.follow_role();
                 let _ = done.send(());
             }
             Command::LinkDown => self.core.on_link_down(now),
@@ -392,6 +395,17 @@ impl Task {
             Command::Shutdown(_) => unreachable!("handled by the loop"),
         }
         self.publish();
+    }
+
+    /// A BACKUP replicates nothing, so the kernel's events (one per entry it installs or
+    /// sweeps: 240,000 after a flush on the master) would only be parsed and dropped: listen
+    /// while MASTER only. Becoming MASTER joins before the dump that starts its resync, so no
+    /// change falls between the two.
+    fn follow_role(&mut self) {
+        let listen = self.core.role() == Role::Master;
+        if let Err(e) = self.events.set_subscribed(listen) {
+            tracing::warn!("conntrack events (listen: {listen}): {e}");
+        }
     }
 
     async fn channel_event(&mut self, event: ChannelEvent) {
