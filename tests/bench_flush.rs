@@ -8,10 +8,7 @@ mod lab;
 use std::time::{Duration, Instant};
 
 use lab::Lab;
-use lab::conntrack::{
-    in_router, listed_ipv4, router_with_sync, show_sync, stateful_routers, synthetic_udp,
-};
-use vrrpd::conntrack::entry::Entry;
+use lab::conntrack::{in_router, listed_ipv4, replicate, show_sync, synced_pair, synthetic_udp};
 use vrrpd::conntrack::kernel::Conntrack;
 
 const FLUSH: usize = 240_000;
@@ -20,29 +17,9 @@ const FLUSH: usize = 240_000;
 #[ignore = "benchmark"]
 fn bench_flush_convergence() {
     let lab = Lab::up("ctflush").expect("lab up");
-    stateful_routers(&lab);
-    let da = lab.start_router(&router_with_sync(&lab, "a", 200));
-    let db = lab.start_router(&router_with_sync(&lab, "b", 100));
-    lab.wait_until(Duration::from_secs(20), || {
-        lab.all_in_state("a", "MASTER")
-            && lab.all_in_state("b", "BACKUP")
-            && show_sync(&lab, "a").is_ok_and(|s| s["connected"] == true)
-    })
-    .expect("a MASTER, connected");
+    let (da, db) = synced_pair(&lab);
     let base = listed_ipv4(&lab, "b");
-    in_router(&lab, "a", |rt| {
-        rt.block_on(async {
-            let ct = Conntrack::open().unwrap();
-            let all: Vec<Entry> = (0..FLUSH).map(synthetic_udp).collect();
-            for chunk in all.chunks(5000) {
-                ct.install(chunk).await.unwrap();
-            }
-        })
-    });
-    lab.wait_until(Duration::from_secs(120), || {
-        listed_ipv4(&lab, "b") >= base + FLUSH
-    })
-    .expect("backup holds every entry");
+    replicate(&lab, (0..FLUSH).map(synthetic_udp).collect(), base);
     std::thread::sleep(Duration::from_secs(2));
     let t = Instant::now();
     eprintln!("flush starts at {:?}", std::time::SystemTime::now());

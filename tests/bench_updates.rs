@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 use lab::Lab;
 use lab::conntrack::{
-    in_router, listed_ipv4, process_cpu_secs, router_with_sync, show_sync, stateful_routers,
-    synthetic_udp,
+    in_router, listed_ipv4, process_cpu_secs, replicate, show_sync, synced_pair, synthetic_udp,
 };
 use vrrpd::conntrack::entry::Entry;
 use vrrpd::conntrack::kernel::Conntrack;
@@ -41,30 +40,10 @@ fn bench_update_events_reach_the_backup() {
     let rate = env_or("CTBENCH_RATE", 60_000);
     let rounds = env_or("CTBENCH_ROUNDS", 3);
     let lab = Lab::up("ctupd").expect("lab up");
-    stateful_routers(&lab);
-    let da = lab.start_router(&router_with_sync(&lab, "a", 200));
-    let _db = lab.start_router(&router_with_sync(&lab, "b", 100));
-    lab.wait_until(Duration::from_secs(20), || {
-        lab.all_in_state("a", "MASTER")
-            && lab.all_in_state("b", "BACKUP")
-            && show_sync(&lab, "a").is_ok_and(|s| s["connected"] == true)
-    })
-    .expect("a MASTER, connected");
+    let (da, _db) = synced_pair(&lab);
     let base = listed_ipv4(&lab, "b");
     let created: Vec<Entry> = (0..entries).map(synthetic_udp).collect();
-    let install = created.clone();
-    in_router(&lab, "a", move |rt| {
-        rt.block_on(async {
-            let ct = Conntrack::open().unwrap();
-            for chunk in install.chunks(5000) {
-                ct.install(chunk).await.unwrap();
-            }
-        })
-    });
-    lab.wait_until(Duration::from_secs(120), || {
-        listed_ipv4(&lab, "b") >= base + entries
-    })
-    .expect("backup holds every entry");
+    replicate(&lab, created.clone(), base);
     std::thread::sleep(Duration::from_secs(1));
 
     let mut failed = Vec::new();

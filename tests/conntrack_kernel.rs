@@ -564,7 +564,7 @@ fn an_unsubscribed_stream_gets_no_events_until_it_joins_again() -> Result<()> {
         EventStream::open().expect("events")
     });
     let ct = open_ct(&ns.name, &rt);
-    let mut count_news = |events: &mut EventStream| -> usize {
+    let count_news = |events: &mut EventStream| -> usize {
         rt.block_on(async {
             let mut batch = Vec::new();
             let mut news = 0;

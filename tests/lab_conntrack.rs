@@ -403,14 +403,10 @@ for _ in range(20):
         .expect("the real peer is connected");
 }
 
-/// Split brain: a (MASTER) is cut off from every link but keeps running, b takes over and the
-/// flows go on through b, moving their sequence numbers beyond what a's table holds. When the
-/// links heal, a (higher priority) is MASTER again at once with a stale table: it must take
-/// b's fresher entries (the merge after a split brain) or the flows die under strict window
-/// tracking.
-#[test]
-fn flows_survive_failback_after_an_isolated_master_rejoins() {
-    let lab = Lab::up("ctsplit").expect("lab up");
+/// Both routers with replication, the flows running through a and every TCP flow on b; gaps
+/// counted from here.
+fn flows_replicated_to_b(name: &str) -> (Lab, Traffic) {
+    let lab = Lab::up(name).expect("lab up");
     let a = router_with_sync(&lab, "a", 200);
     let b = router_with_sync(&lab, "b", 100);
     let traffic = setup(&lab, &a, &b, true);
@@ -420,6 +416,62 @@ fn flows_survive_failback_after_an_isolated_master_rejoins() {
     .expect("b holds every TCP flow");
     reset_gaps(&traffic.tcp);
     reset_gaps(&traffic.udp);
+    (lab, traffic)
+}
+
+/// What the flows did after a split brain healed.
+struct AfterHeal {
+    t_heal: Instant,
+    /// From the heal until a is MASTER and b BACKUP.
+    took: Duration,
+    /// Flows that carried data through a from 1 s after that on.
+    tcp: usize,
+    udp: usize,
+    /// Longest TCP stall since the heal, and the TCP flows' errors.
+    gap: Duration,
+    errors: Vec<String>,
+    /// `show sync` on a.
+    sa: serde_json::Value,
+}
+
+/// Reconnects a to `segments`, waits until a is MASTER and b BACKUP, then up to 30 s for every
+/// TCP flow to carry data through a.
+fn heal(lab: &Lab, traffic: &Traffic, segments: &[&str]) -> AfterHeal {
+    reset_gaps(&traffic.tcp);
+    for segment in segments {
+        lab.restore("a", segment);
+    }
+    let t_heal = Instant::now();
+    let took = lab
+        .wait_until(Duration::from_secs(30), || {
+            all_in(lab, "a", "MASTER") && all_in(lab, "b", "BACKUP")
+        })
+        .expect("a stays MASTER, b steps back");
+    eprintln!("measured: split brain resolved {took:?} after the links healed");
+    let since = t_heal + took + Duration::from_secs(1);
+    let _ = lab.wait_until(Duration::from_secs(30), || {
+        alive_since(&traffic.tcp, since) == TCP_FLOWS
+    });
+    let (gap, errors) = summary(&traffic.tcp);
+    AfterHeal {
+        t_heal,
+        took,
+        tcp: alive_since(&traffic.tcp, since),
+        udp: alive_since(&traffic.udp, since),
+        gap,
+        errors,
+        sa: show_sync(lab, "a").expect("show sync on a"),
+    }
+}
+
+/// Split brain: a (MASTER) is cut off from every link but keeps running, b takes over and the
+/// flows go on through b, moving their sequence numbers beyond what a's table holds. When the
+/// links heal, a (higher priority) is MASTER again at once with a stale table: it must take
+/// b's fresher entries (the merge after a split brain) or the flows die under strict window
+/// tracking.
+#[test]
+fn flows_survive_failback_after_an_isolated_master_rejoins() {
+    let (lab, traffic) = flows_replicated_to_b("ctsplit");
 
     let t_fail = failover_by_router_loss(&lab);
     all_alive_after(&lab, &traffic, t_fail, "failover to b while a is isolated");
@@ -434,24 +486,14 @@ fn flows_survive_failback_after_an_isolated_master_rejoins() {
     .expect("the sync channel drops");
     std::thread::sleep(Duration::from_secs(3));
 
-    reset_gaps(&traffic.tcp);
-    lab.restore("a", "all");
-    let t_heal = Instant::now();
-    let took = lab
-        .wait_until(Duration::from_secs(30), || {
-            all_in(&lab, "a", "MASTER") && all_in(&lab, "b", "BACKUP")
-        })
-        .expect("a stays MASTER, b steps back");
-    eprintln!("measured: split brain resolved {took:?} after the links healed");
-    // Flows must carry data through a, after b has stepped back.
-    let since = t_heal + took + Duration::from_secs(1);
-    let _ = lab.wait_until(Duration::from_secs(30), || {
-        alive_since(&traffic.tcp, since) == TCP_FLOWS
-    });
-    let tcp = alive_since(&traffic.tcp, since);
-    let udp = alive_since(&traffic.udp, since);
-    let (gap, errors) = summary(&traffic.tcp);
-    let sa = show_sync(&lab, "a").expect("show sync on a");
+    let AfterHeal {
+        tcp,
+        udp,
+        gap,
+        errors,
+        sa,
+        ..
+    } = heal(&lab, &traffic, &["all"]);
     eprintln!("show sync on a after the split brain: {sa}");
     eprintln!(
         "measured: after the split brain {tcp}/{TCP_FLOWS} TCP and {udp}/{UDP_FLOWS} UDP flows alive through a; longest TCP stall {gap:?}; TCP errors {}; entries merged on a {}",
@@ -481,18 +523,9 @@ fn flows_survive_failback_after_an_isolated_master_rejoins() {
 /// table (when it finds it, and again when b steps down), or the flows die at the failback.
 #[test]
 fn flows_survive_a_split_brain_too_short_to_drop_the_channel() {
-    let lab = Lab::up("ctshort").expect("lab up");
-    let a = router_with_sync(&lab, "a", 200);
-    let b = router_with_sync(&lab, "b", 100);
-    let traffic = setup(&lab, &a, &b, true);
-    lab.wait_until(Duration::from_secs(30), || {
-        conntrack_count(&lab, "b", &["-p", "tcp", "--dport", "5001"]) >= TCP_FLOWS
-    })
-    .expect("b holds every TCP flow");
+    let (lab, traffic) = flows_replicated_to_b("ctshort");
     let connects = |r: &str| show_sync(&lab, r).expect("show sync")["connects"].as_u64();
     let connects_before = (connects("a"), connects("b"));
-    reset_gaps(&traffic.tcp);
-    reset_gaps(&traffic.udp);
 
     let t_cut = Instant::now();
     lab.cut("a", "lan");
@@ -508,23 +541,15 @@ fn flows_survive_a_split_brain_too_short_to_drop_the_channel() {
         "the channel stayed up through the split brain"
     );
 
-    reset_gaps(&traffic.tcp);
-    lab.restore("a", "lan");
-    lab.restore("a", "wan");
-    let t_heal = Instant::now();
-    let took = lab
-        .wait_until(Duration::from_secs(30), || {
-            all_in(&lab, "a", "MASTER") && all_in(&lab, "b", "BACKUP")
-        })
-        .expect("a stays MASTER, b steps back");
-    let since = t_heal + took + Duration::from_secs(1);
-    let _ = lab.wait_until(Duration::from_secs(30), || {
-        alive_since(&traffic.tcp, since) == TCP_FLOWS
-    });
-    let tcp = alive_since(&traffic.tcp, since);
-    let udp = alive_since(&traffic.udp, since);
-    let (gap, errors) = summary(&traffic.tcp);
-    let sa = show_sync(&lab, "a").expect("show sync on a");
+    let AfterHeal {
+        t_heal,
+        took,
+        tcp,
+        udp,
+        gap,
+        errors,
+        sa,
+    } = heal(&lab, &traffic, &["lan", "wan"]);
     eprintln!(
         "measured: short split brain: {tcp}/{TCP_FLOWS} TCP and {udp}/{UDP_FLOWS} UDP flows alive through a; longest TCP stall {gap:?}; TCP errors {}; split brains found {}, entries merged {}",
         errors.len(),

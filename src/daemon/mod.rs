@@ -188,7 +188,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); break }
             result = std::future::poll_fn(|cx| daemon.ready.poll_ready(cx, &mut unwatched)) => {
                 if let Err(e) = result {
+                    // Not expected (an epoll_wait on our own descriptor); never spin on it.
                     tracing::error!("watching the VRRP sockets: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 // The first packet of a burst is handled now; the rest after the gap.
                 if !in_gap {

@@ -108,6 +108,39 @@ pub fn show_sync(lab: &Lab, router: &str) -> Result<Value> {
     serde_json::from_slice(&out.stdout).context("parsing show sync")
 }
 
+/// The benchmarks' pair: firewall and replication on both routers, a MASTER, b BACKUP, the
+/// channel up.
+pub fn synced_pair(lab: &Lab) -> (super::Daemon, super::Daemon) {
+    stateful_routers(lab);
+    let a = lab.start_router(&router_with_sync(lab, "a", 200));
+    let b = lab.start_router(&router_with_sync(lab, "b", 100));
+    lab.wait_until(Duration::from_secs(20), || {
+        lab.all_in_state("a", "MASTER")
+            && lab.all_in_state("b", "BACKUP")
+            && show_sync(lab, "a").is_ok_and(|s| s["connected"] == true)
+    })
+    .expect("a MASTER, connected");
+    (a, b)
+}
+
+/// Creates `entries` on the master a (netlink batches of 5,000) and waits until the backup
+/// lists them all (on top of the `base` it listed before).
+pub fn replicate(lab: &Lab, entries: Vec<Entry>, base: usize) {
+    let n = entries.len();
+    in_router(lab, "a", move |rt| {
+        rt.block_on(async {
+            let ct = vrrpd::conntrack::kernel::Conntrack::open().unwrap();
+            for chunk in entries.chunks(5000) {
+                ct.install(chunk).await.unwrap();
+            }
+        })
+    });
+    lab.wait_until(Duration::from_secs(120), || {
+        listed_ipv4(lab, "b") >= base + n
+    })
+    .expect("backup holds every entry");
+}
+
 /// Number of conntrack entries in `node` matching `conntrack -L` filter arguments.
 /// Both families are counted.
 pub fn conntrack_count(lab: &Lab, node: &str, args: &[&str]) -> usize {
