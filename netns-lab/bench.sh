@@ -9,7 +9,8 @@
 #
 # Environment: RUNS (repeats, default 5), INTERVALS (default "1s 100ms 10ms"), STABILITY_SECONDS
 # (default 300), SCALE_WINDOW (seconds per CPU sample, default 10), SYNC_INTERVAL (default 100ms),
-# VRRPD_BIN (default: target/release/vrrpd, built if missing), KEEPALIVED_BIN (default
+# VRRPD_BIN (default: target/dist/vrrpd, the deployment profile, built or brought up to date
+# first), KEEPALIVED_BIN (default
 # keepalived), COMPARE=baseline with BASELINE_BIN=path (compare with another vrrpd build instead
 # of keepalived), BENCH_KEEP=1 (keep configs and logs). Results: a Markdown table per benchmark on
 # stdout, and raw numbers in the work directory it names.
@@ -561,8 +562,8 @@ main() {
         (cd "$ROOT" && cargo build --release --example probe)
     fi
     if [[ -z "${VRRPD_BIN:-}" ]]; then
-        VRRPD_BIN="$ROOT/target/release/vrrpd"
-        [[ -x "$VRRPD_BIN" ]] || (cd "$ROOT" && cargo build --release --bin vrrpd)
+        VRRPD_BIN="$ROOT/target/dist/vrrpd"
+        (cd "$ROOT" && cargo build --profile dist --bin vrrpd)
     fi
     mkdir -p "$WORK"
     : >"$WORK/pids"
