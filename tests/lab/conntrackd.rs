@@ -101,14 +101,7 @@ fn is_ours(pid: u32, program: &str, ns: &str) -> bool {
     {
         return false;
     }
-    Command::new("ip")
-        .args(["netns", "pids", ns])
-        .output()
-        .is_ok_and(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .split_whitespace()
-                .any(|p| p == pid.to_string())
-        })
+    crate::lab::peers::process_in_namespace(pid, ns)
 }
 
 /// Kills every keepalived / conntrackd process left in `ns` (keepalived's VRRP child, a

@@ -413,6 +413,27 @@ pub struct Rfc9568Findings {
     pub vrrpd_rx_forms_v4: (u64, u64),
 }
 
+impl Rfc9568Findings {
+    /// What keepalived 2.2.7 and FRR 8.4 both do: drop every RFC 9568-form IPv4 advert (and go
+    /// MASTER beside vrrpd on IPv4), keep IPv6, and send pseudo-header checksums vrrpd accepts.
+    pub fn assert_peer_drops_rfc9568_ipv4(&self) {
+        let f = self;
+        assert!(f.peer_checksum_drops >= 10, "{f:#?}");
+        assert_eq!(f.peer_v4.adverts_rx, 0, "{f:#?}");
+        assert_eq!(f.peer_v4.state, "MASTER", "{f:#?}");
+        assert_eq!(f.peer_v6.state, "BACKUP", "{f:#?}");
+        assert!(f.peer_v6.adverts_rx > 0, "{f:#?}");
+        assert_eq!(
+            (f.vrrpd_v4.as_str(), f.vrrpd_v6.as_str()),
+            ("MASTER", "MASTER")
+        );
+        assert!(
+            f.vrrpd_rx_forms_v4.0 > 0 && f.vrrpd_rx_forms_v4.1 == 0,
+            "{f:#?}"
+        );
+    }
+}
+
 /// vrrpd (priority 200) sends `rfc9568` IPv4 checksums; the peer runs at 100. Waits until
 /// vrrpd is MASTER on both groups and the peer BACKUP on lan-v6 (where the form does not
 /// matter), lets 2 s of adverts pass, and reports what each side made of the other.

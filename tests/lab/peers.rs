@@ -701,7 +701,7 @@ fn read_lossy(path: &Path) -> String {
 }
 
 /// True when `pid` runs in the network namespace `ns` (`ip netns pids`).
-fn process_in_namespace(pid: u32, ns: &str) -> bool {
+pub fn process_in_namespace(pid: u32, ns: &str) -> bool {
     Command::new("ip")
         .args(["netns", "pids", ns])
         .output()
