@@ -309,21 +309,7 @@ impl Entry {
                 out.extend_from_slice(&[o, r]);
             }
         }
-        // Entries are built from netlink attributes whose lengths fit u16; clamp defensively so
-        // that a hand-built entry can never produce a record that decodes differently.
-        let raws: Vec<&RawAttr> = self
-            .raw
-            .iter()
-            .filter(|a| a.value.len() <= MAX_RAW_LEN)
-            .take(u16::MAX as usize)
-            .collect();
-        out.extend_from_slice(&(raws.len() as u16).to_be_bytes());
-        for a in raws {
-            out.push(a.place as u8);
-            out.extend_from_slice(&a.kind.to_be_bytes());
-            out.extend_from_slice(&(a.value.len() as u16).to_be_bytes());
-            out.extend_from_slice(&a.value);
-        }
+        encode_raws(&self.raw, RawForm::WithPlace, out);
     }
 
     /// Parses a wire-form record. Never panics; every failure is a typed [`EntryError`].
@@ -542,18 +528,7 @@ impl Expectation {
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.push(WIRE_VERSION);
         out.push(if self.family == Family::Ipv6 { 6 } else { 4 });
-        let raws: Vec<&RawAttr> = self
-            .raw
-            .iter()
-            .filter(|a| a.value.len() <= MAX_RAW_LEN)
-            .take(u16::MAX as usize)
-            .collect();
-        out.extend_from_slice(&(raws.len() as u16).to_be_bytes());
-        for a in raws {
-            out.extend_from_slice(&a.kind.to_be_bytes());
-            out.extend_from_slice(&(a.value.len() as u16).to_be_bytes());
-            out.extend_from_slice(&a.value);
-        }
+        encode_raws(&self.raw, RawForm::KindOnly, out);
     }
 
     /// Parses the wire form. Never panics.
@@ -586,6 +561,36 @@ impl Expectation {
             return Err(EntryError::TrailingBytes(r.remaining()));
         }
         Ok(Expectation { family, raw })
+    }
+}
+
+/// How a raw attribute is written: entries record where in the message it sat, expectations
+/// only have top-level ones.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RawForm {
+    /// u8 place | u16 kind | u16 len | bytes
+    WithPlace,
+    /// u16 kind | u16 len | bytes
+    KindOnly,
+}
+
+/// u16 count, then each raw attribute. Entries are built from netlink attributes whose lengths
+/// fit u16; clamp defensively so that a hand-built one can never produce a record that decodes
+/// differently.
+fn encode_raws(raw: &[RawAttr], form: RawForm, out: &mut Vec<u8>) {
+    let raws: Vec<&RawAttr> = raw
+        .iter()
+        .filter(|a| a.value.len() <= MAX_RAW_LEN)
+        .take(u16::MAX as usize)
+        .collect();
+    out.extend_from_slice(&(raws.len() as u16).to_be_bytes());
+    for a in raws {
+        if form == RawForm::WithPlace {
+            out.push(a.place as u8);
+        }
+        out.extend_from_slice(&a.kind.to_be_bytes());
+        out.extend_from_slice(&(a.value.len() as u16).to_be_bytes());
+        out.extend_from_slice(&a.value);
     }
 }
 
